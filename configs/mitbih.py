@@ -1,0 +1,42 @@
+"""MIT-BIH arrhythmia, 5 AAMI classes (N S V F Q).
+
+Variants: `configs/mitbih.py` (resnet1d), `:cnn2d`, `:transformer`, `:cnn1d`, `:resnet1d`,
+`:smoke` (tiny, for tests). Override any field: `--config.train.learning_rate=3e-4`.
+"""
+
+from heartjax.config import base_config
+from heartjax.errors import UserError
+
+MODELS = ("resnet1d", "cnn2d", "transformer", "cnn1d")
+
+
+def get_config(arg=None):
+    variant = arg or "resnet1d"
+    if variant not in (*MODELS, "smoke"):
+        raise UserError(f"configs/mitbih.py has no variant {variant!r}; use one of {', '.join(MODELS)}, smoke")
+    c = base_config("mitbih", "resnet1d" if variant == "smoke" else variant)
+    c.train.epochs = 30
+    c.train.batch_size = 128
+    c.train.learning_rate = 1e-3
+
+    # Ray Tune search space: mirrors the config; leaves are (kind, *args[, "path=value"]).
+    c.tune.search_space = {
+        "train": {
+            "learning_rate": ("loguniform", 3e-4, 3e-3),
+            "weight_decay": ("loguniform", 1e-5, 1e-3),
+            "loss": ("choice", ["ce", "weighted_ce", "focal"]),
+            "class_weight_power": ("uniform", 0.25, 1.0),
+        },
+    }
+    c.tune.num_samples = 8
+    c.tune.grace_period = 3
+
+    if variant == "smoke":
+        c.model.num_blocks = 1
+        c.model.channels = 8
+        c.model.head_hidden = (16,)
+        c.train.epochs = 2
+        c.train.batch_size = 64
+        c.tune.num_samples = 4
+        c.tune.grace_period = 1
+    return c

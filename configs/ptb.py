@@ -1,0 +1,47 @@
+"""PTB diagnostic ECG, binary (0 normal, 1 abnormal = myocardial infarction).
+
+Variants: `configs/ptb.py` (cnn1d), `:cnn2d`, `:transformer`, `:cnn1d`, `:resnet1d`, `:smoke`.
+The tables are `heart_train.parq` / `heart_test.parq` in `data.dir`; make them from the course
+sample with `python -m heartjax.data split ../shared/data/course/ptb_sample.parq --out data/ptb`.
+"""
+
+from heartjax.config import base_config
+from heartjax.errors import UserError
+
+MODELS = ("cnn1d", "resnet1d", "cnn2d", "transformer")
+
+
+def get_config(arg=None):
+    variant = arg or "cnn1d"
+    if variant not in (*MODELS, "smoke"):
+        raise UserError(f"configs/ptb.py has no variant {variant!r}; use one of {', '.join(MODELS)}, smoke")
+    c = base_config("ptb", "cnn1d" if variant == "smoke" else variant)
+    c.data.dir = "data/ptb"
+    c.train.epochs = 40
+    c.train.batch_size = 64
+    c.train.learning_rate = 1e-3
+    c.train.select_metric = "macro_recall"
+    c.train.target_recall = 0.97  # abnormal recall the stored decision threshold aims for
+    c.train.patience = 10
+
+    c.tune.search_space = {
+        "train": {
+            "learning_rate": ("loguniform", 3e-4, 3e-3),
+            "weight_decay": ("loguniform", 1e-5, 1e-3),
+            "batch_size": ("choice", [32, 64]),
+        },
+        "model": {"dropout": ("uniform", 0.0, 0.3)},
+    }
+    c.tune.num_samples = 8
+
+    if variant == "smoke":
+        c.model.num_blocks = 2
+        c.model.channels = 16
+        c.model.head_hidden = (32,)
+        c.train.epochs = 4
+        c.train.patience = 4
+        c.tune.num_samples = 8
+        c.tune.grace_period = 1
+        c.tune.reduction_factor = 2
+        c.tune.max_concurrent_trials = 2
+    return c

@@ -1,0 +1,201 @@
+"""Orbax checkpoints: best-k saving during training, and `load_checkpoint(path)` for reuse.
+
+A checkpoint step folder holds `variables` (params and batch stats) and `meta` (the config,
+class names, validation metrics, the selection score and an optional decision threshold), so it
+is self-describing: nothing else is needed to rebuild the model and predict.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from heartjax import predict
+from heartjax.errors import UserError
+
+CHECKPOINTS = "checkpoints"
+
+
+class Manager:
+    """Keeps the best `keep` checkpoints of a run by its selection score (higher is better)."""
+
+    def __init__(self, workdir: Path, metric: str, keep: int):
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, best_fn=lambda m: m["score"], best_mode="max"
+        )
+        self.directory = (Path(workdir) / CHECKPOINTS).absolute()
+        self.metric = metric
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def save(self, step: int, state: Any, meta: dict[str, Any], score: float) -> Path:
+        """Start an async save of `state`'s variables with `meta`; returns the step folder."""
+        variables = {"params": state.params, "batch_stats": state.batch_stats or {}}
+        meta = {**meta, "metric": self.metric, "score": float(score)}
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                variables=ocp.args.StandardSave(variables), meta=ocp.args.JsonSave(meta)
+            ),
+            metrics={"score": float(score)},
+        )
+        return self.directory / str(step)
+
+    def wait(self) -> None:
+        """Block until pending async saves are complete on disk."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Wait for pending async saves (before reporting or exiting), then release."""
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def has_checkpoints(workdir: str | Path) -> bool:
+    """Whether `workdir` already holds a run's checkpoints."""
+    d = Path(workdir) / CHECKPOINTS
+    return d.is_dir() and any(d.iterdir())
+
+
+def clear_run(workdir: str | Path) -> None:
+    """Remove a previous run's outputs from `workdir` (only with an explicit --overwrite)."""
+    w = Path(workdir)
+    for name in (CHECKPOINTS, "tensorboard"):
+        shutil.rmtree(w / name, ignore_errors=True)
+    for name in ("metrics.jsonl", "best.json", "config.json"):
+        (w / name).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _read_meta(step_dir: Path) -> dict[str, Any]:
+    """The JSON metadata of one step folder (written by Orbax's JsonSave)."""
+    meta_dir = step_dir / "meta"
+    files = [f for f in meta_dir.glob("*") if f.is_file()] if meta_dir.is_dir() else []
+    for f in files:
+        try:
+            meta = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and "config" in meta:
+            return meta
+    raise UserError(f"{step_dir}: not a heartjax checkpoint (no readable meta); is it corrupt?")
+
+
+def find_checkpoints(path: str | Path) -> list[Path]:
+    """All finished checkpoint step folders at or below `path` (a step, a workdir or a tune run)."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"checkpoint path {p} does not exist")
+    if (p / "meta").is_dir() and (p / "variables").exists():
+        return [p]
+    steps = sorted(m.parent for m in p.rglob("meta") if (m.parent / "variables").exists())
+    # Orbax writes into *.orbax-checkpoint-tmp-* folders first: unfinished saves don't count
+    return [s for s in steps if "tmp" not in s.name]
+
+
+def best_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The step folder with the highest selection score at or below `path`, and its meta."""
+    candidates = find_checkpoints(path)
+    if not candidates:
+        raise UserError(f"{path}: no heartjax checkpoint found (train or tune into it first)")
+    scored = []
+    for step in candidates:
+        try:
+            meta = _read_meta(step)
+        except UserError:
+            continue  # a damaged sibling must not hide a good best checkpoint
+        scored.append((float(meta.get("score", -np.inf)), str(step), meta))
+    if not scored:
+        raise UserError(f"{path}: every checkpoint found there is unreadable or corrupt")
+    score, step, meta = max(scored, key=lambda s: (s[0], s[1]))
+    return Path(step), meta
+
+
+@dataclass
+class Predictor:
+    """A trained model ready for a notebook: `.predict_proba(beats)` and `.predict(beats)`."""
+
+    config: ml_collections.ConfigDict
+    class_names: tuple[str, ...]
+    variables: Any
+    path: Path
+    meta: dict[str, Any]
+    threshold: float | None = None  # binary decision rule chosen on validation, if any
+    _predict_fn: Any = field(default=None, repr=False)
+
+    @property
+    def dataset(self) -> str:
+        return self.meta["dataset"]
+
+    def _check(self, beats: Any, rr: Any) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(beats, np.float32)
+        if x.ndim == 1:
+            x = x[None]
+        if x.ndim != 2 or x.shape[1] != 187:
+            raise UserError(f"beats must have shape (N, 187) at 125 Hz; got {tuple(np.shape(beats))}")
+        if not np.isfinite(x).all():
+            raise UserError("beats contain NaN or infinite values")
+        if rr is None:
+            if self.config.model.get("use_rr", False):
+                raise UserError("this model needs R-R features: pass rr of shape (N, 3)")
+            rr = np.zeros((len(x), 3), np.float32)
+        rr = np.asarray(rr, np.float32)
+        if rr.shape != (len(x), 3):
+            raise UserError(f"rr must have shape ({len(x)}, 3); got {rr.shape}")
+        return x, rr
+
+    def predict_proba(self, beats: Any, rr: Any = None) -> np.ndarray:
+        """Class probabilities, shape (N, num_classes)."""
+        x, rr = self._check(beats, rr)
+        batch = int(self.config.train.get("eval_batch_size", 1024))
+        return predict.predict_proba(self._predict_fn, self.variables, x, rr, batch)
+
+    def predict(self, beats: Any, rr: Any = None) -> np.ndarray:
+        """Class ids; a binary model with a stored threshold applies it to P(class 1)."""
+        proba = self.predict_proba(beats, rr)
+        if self.threshold is not None and proba.shape[1] == 2:
+            return (proba[:, 1] >= self.threshold).astype(np.int64)
+        return proba.argmax(axis=1)
+
+
+def load_checkpoint(path: str | Path) -> Predictor:
+    """Load the best checkpoint at `path`: a step folder, a train workdir or a tuning run."""
+    from heartjax.models import build_model
+
+    step_dir, meta = best_checkpoint(path)
+    config = ml_collections.ConfigDict(meta["config"])
+    class_names = tuple(meta["class_names"])
+    model = build_model(config.model, len(class_names))
+    abstract = jax.eval_shape(
+        lambda: model.init(
+            jax.random.PRNGKey(0), jnp.zeros((2, 187)), jnp.zeros((2, 3)), train=False
+        )
+    )
+    target = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
+    try:
+        with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
+            restored = checkpointer.restore(
+                step_dir / "variables", args=ocp.args.StandardRestore(target)
+            )
+    except Exception as e:  # a damaged file must be one clear line, not a traceback
+        raise UserError(f"{step_dir}: cannot restore the weights ({type(e).__name__}); corrupt or incomplete checkpoint") from e
+    variables = predict.variables_of(restored["params"], restored["batch_stats"])
+    return Predictor(
+        config=config,
+        class_names=class_names,
+        variables=variables,
+        path=step_dir,
+        meta=meta,
+        threshold=meta.get("threshold"),
+        _predict_fn=predict.make_predict_fn(model.apply),
+    )

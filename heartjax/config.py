@@ -1,0 +1,105 @@
+"""The base config every dataset config builds on, and its validation.
+
+`configs/mitbih.py` and `configs/ptb.py` start from `base_config(dataset, model)` and change a
+few fields; every knob of the project lives in the returned ConfigDict.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from heartjax.errors import UserError
+
+SCHEDULES = ("constant", "cosine", "onecycle", "exponential")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LOSSES = ("ce", "weighted_ce", "focal")
+DATASETS = ("mitbih", "ptb")
+
+
+def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
+    """Defaults shared by all datasets; `model` picks the architecture's own defaults."""
+    from heartjax.models import default_model_config  # models import config-free code only
+
+    c = ml_collections.ConfigDict()
+
+    c.data = ml_collections.ConfigDict()
+    c.data.dir = "data"  # folder with the beat tables (heart_big_*.parq / heart_*.parq)
+    c.data.dataset = dataset
+    c.data.train_file = ""  # explicit table instead of data.dir's standard name
+    c.data.val_fraction = 0.1  # stratified, seeded; tuning never looks at the test table
+    c.data.seed = 0
+
+    c.model = default_model_config(model)
+
+    c.train = ml_collections.ConfigDict()
+    c.train.epochs = 30
+    c.train.batch_size = 128
+    c.train.learning_rate = 1e-3
+    c.train.schedule = "cosine"
+    c.train.warmup_epochs = 1.0
+    c.train.decay_rate = 0.9  # per epoch, for the exponential schedule
+    c.train.optimizer = "adamw"
+    c.train.momentum = 0.9  # sgd only
+    c.train.weight_decay = 1e-4
+    c.train.grad_clip = 1.0  # global norm; 0 disables
+    c.train.loss = "weighted_ce"  # recall first: rare classes weigh more
+    c.train.class_weight_power = 0.5  # weights (n / n_c)^power; 1 = fully balanced
+    c.train.focal_gamma = 2.0
+    c.train.seed = 0
+    c.train.select_metric = "macro_recall"  # the client wants recall first
+    c.train.patience = 8  # epochs without improvement of select_metric before stopping
+    c.train.keep_checkpoints = 2  # best-k by select_metric
+    c.train.eval_batch_size = 1024
+    c.train.target_recall = 0.0  # binary tasks: >0 stores a threshold reaching it on validation
+    c.train.log_every_calls = 10  # jitted calls per epoch (progress granularity)
+
+    c.train.augment = ml_collections.ConfigDict()
+    c.train.augment.scale = 0.0  # random amplitude scaling by 1 ± scale
+    c.train.augment.noise = 0.0  # gaussian noise std (signal is in [0, 1])
+    c.train.augment.wander = 0.0  # amplitude of a slow sinusoidal baseline wander
+    c.train.augment.shift = 0  # max samples of random circular-free time shift
+
+    c.tune = ml_collections.ConfigDict()
+    c.tune.num_samples = 8
+    c.tune.metric = "val_macro_recall"
+    c.tune.mode = "max"
+    c.tune.search_alg = "random"  # random | optuna | bohb
+    c.tune.scheduler = "asha"  # fifo | asha | hyperband
+    c.tune.grace_period = 2  # epochs before ASHA may stop a trial
+    c.tune.reduction_factor = 3
+    c.tune.max_concurrent_trials = 2
+    c.tune.cpus_per_trial = 1
+    c.tune.gpus_per_trial = 0.0
+    c.tune.time_budget_s = 0  # 0: no limit
+    c.tune.seed = 0
+    # Mirrors the config: a leaf is (kind, *args[, "path=value" condition]); see heartjax.space.
+    c.tune.search_space = ml_collections.ConfigDict()
+    return c
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+    """Reject config values a run would fail on later, with a line that says what to change."""
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise UserError(f"bad config: {msg}")
+
+    d, t = c.data, c.train
+    need(d.dataset in DATASETS, f"data.dataset={d.dataset!r}; use one of {', '.join(DATASETS)}")
+    need(0.0 < d.val_fraction < 1.0, f"data.val_fraction={d.val_fraction} must be in (0, 1)")
+    need(t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1")
+    need(t.batch_size >= 1, f"train.batch_size={t.batch_size} must be >= 1")
+    need(t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be > 0")
+    need(t.schedule in SCHEDULES, f"train.schedule={t.schedule!r}; use one of {SCHEDULES}")
+    need(t.optimizer in OPTIMIZERS, f"train.optimizer={t.optimizer!r}; use one of {OPTIMIZERS}")
+    need(t.loss in LOSSES, f"train.loss={t.loss!r}; use one of {LOSSES}")
+    need(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay} must be >= 0")
+    need(t.patience >= 1, f"train.patience={t.patience} must be >= 1")
+    need(t.keep_checkpoints >= 1, f"train.keep_checkpoints={t.keep_checkpoints} must be >= 1")
+    need(0.0 <= t.target_recall < 1.0, f"train.target_recall={t.target_recall} must be in [0, 1)")
+    from heartjax.metrics import SELECTABLE
+
+    need(
+        t.select_metric in SELECTABLE,
+        f"train.select_metric={t.select_metric!r}; use one of {', '.join(SELECTABLE)}",
+    )

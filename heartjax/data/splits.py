@@ -1,0 +1,85 @@
+"""Seeded stratified splits of beats, and the MIT-BIH record-level splits (kaggle, interpatient)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from heartjax.data.tables import BeatTable
+from heartjax.errors import UserError
+
+SPLITS = ("kaggle", "interpatient", "none")
+
+# de Chazal, O'Dwyer, Reilly 2004: the paced records are left out of both halves.
+DS1 = ("101", "106", "108", "109", "112", "114", "115", "116", "118", "119", "122", "124",
+       "201", "203", "205", "207", "208", "209", "215", "220", "223", "230")
+DS2 = ("100", "103", "105", "111", "113", "117", "121", "123", "200", "202", "210", "212",
+       "213", "214", "219", "221", "222", "228", "231", "232", "233", "234")
+PACED = ("102", "104", "107", "217")
+
+
+def check_fraction(fraction: float, name: str = "fraction") -> float:
+    """`fraction` as a float if it lies strictly between 0 and 1, else a UserError."""
+    try:
+        value = float(fraction)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} {fraction!r} is not a number; use a value between 0 and 1"
+                        ) from None
+    if not 0.0 < value < 1.0:
+        raise UserError(f"{name} {fraction!r} must lie strictly between 0 and 1 (e.g. 0.2)")
+    return value
+
+
+def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split row indices into (keep, held_out) with `fraction` of every class held out."""
+    fraction = check_fraction(fraction)
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    keep, held = [], []
+    for label in np.unique(y):  # sorted, so the draws depend only on the seed and the labels
+        rows = rng.permutation(np.flatnonzero(y == label))
+        n_held = round(len(rows) * fraction)
+        if len(rows) >= 2:
+            # A rare class must appear on both sides, or its metrics are undefined on one.
+            n_held = min(max(n_held, 1), len(rows) - 1)
+        else:
+            n_held = 0
+        held.append(rows[:n_held])
+        keep.append(rows[n_held:])
+    keep_idx = np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
+    held_idx = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
+    return keep_idx.astype(np.int64), held_idx.astype(np.int64)
+
+
+def train_val_split(table: BeatTable, val_fraction: float,
+                    seed: int) -> tuple[BeatTable, BeatTable]:
+    """Carve a stratified, seeded validation part out of a training table."""
+    check_fraction(val_fraction, "validation fraction")
+    train_idx, val_idx = stratified_split(table.y, val_fraction, seed)
+    return table.subset(train_idx), table.subset(val_idx)
+
+
+def group_split(groups: np.ndarray, y: np.ndarray, fraction: float,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split rows into (keep, held_out) by whole groups (patients), stratified by group label."""
+    groups = np.asarray(groups)
+    names, inverse = np.unique(groups, return_inverse=True)
+    # A group's label is its most common beat label: patients rarely mix diagnoses.
+    group_y = np.array([np.bincount(y[inverse == g]).argmax() for g in range(len(names))])
+    _, held_groups = stratified_split(group_y, fraction, seed)
+    held = np.isin(inverse, held_groups)
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def record_split(records: np.ndarray, y: np.ndarray, split: str, fraction: float,
+                 seed: int) -> dict[str, np.ndarray]:
+    """Row indices per output part ("train"/"test" or "all") for an MIT-BIH split name."""
+    records = np.asarray(records).astype(str)
+    if split == "none":
+        return {"all": np.arange(len(records))}
+    if split == "kaggle":
+        train, test = stratified_split(y, fraction, seed)
+        return {"train": train, "test": test}
+    if split == "interpatient":
+        return {"train": np.flatnonzero(np.isin(records, DS1)),
+                "test": np.flatnonzero(np.isin(records, DS2))}
+    raise UserError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")

@@ -1,0 +1,31 @@
+"""User-facing errors: one line on stderr and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, TypeVar
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+class UserError(Exception):
+    """A problem the user can fix (a file, a flag, a config value); the message says how."""
+
+
+def cli_entry(main: F) -> F:
+    """Wrap a CLI `main`: a `UserError` becomes `error: <message>` on stderr and exit 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as e:
+            msg = " ".join(str(e).split())  # always exactly one line
+            print(f"error: {msg}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,67 @@
+"""Losses for imbalanced beat classification: cross-entropy, class-weighted CE and focal loss.
+
+Each loss maps `(logits (B, C), labels (B,), class_weights (C,))` to per-example losses (B,);
+the trainer averages them. Class weights are always passed (ones for plain CE) so that one
+jitted step serves every loss and a population can vary them per member.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from heartjax.errors import UserError
+
+LossFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, class_weights: jax.Array) -> jax.Array:
+    """Plain softmax cross-entropy (class weights ignored)."""
+    del class_weights
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def weighted_cross_entropy(
+    logits: jax.Array, labels: jax.Array, class_weights: jax.Array
+) -> jax.Array:
+    """Cross-entropy scaled by the weight of each example's true class."""
+    return class_weights[labels] * optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def make_focal(gamma: float) -> LossFn:
+    """Focal loss (Lin et al. 2017): down-weights easy examples by (1 - p_true)^gamma."""
+
+    def focal(logits: jax.Array, labels: jax.Array, class_weights: jax.Array) -> jax.Array:
+        logp = jax.nn.log_softmax(logits)
+        logp_true = jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
+        p_true = jnp.exp(logp_true)
+        return -class_weights[labels] * (1.0 - p_true) ** gamma * logp_true
+
+    return focal
+
+
+def get_loss(name: str, focal_gamma: float = 2.0) -> LossFn:
+    """The loss named in `config.train.loss`."""
+    if name == "ce":
+        return cross_entropy
+    if name == "weighted_ce":
+        return weighted_cross_entropy
+    if name == "focal":
+        return make_focal(focal_gamma)
+    raise UserError(f"config.train.loss={name!r} is not a loss; use ce, weighted_ce or focal")
+
+
+def class_weights(labels: np.ndarray, num_classes: int, power: float = 0.5) -> np.ndarray:
+    """Inverse-frequency weights (n / n_c)^power, normalised to mean 1 over the training beats.
+
+    power 1 is full re-balancing; 0.5 (default) softens it so the rare classes gain recall
+    without flooding the common class with false alarms.
+    """
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    w = (counts.sum() / np.maximum(counts, 1.0)) ** power
+    w = w / (w * counts).sum() * counts.sum()  # the average example keeps weight 1
+    return w.astype(np.float32)

@@ -1,0 +1,74 @@
+"""The course's "2D" CNN: the beat, zero padded and reshaped to an image, through 3x3 conv blocks.
+
+Defaults reproduce the original (16x12 image, stem conv to 16 channels, one block of two 3x3
+convs + 2x2 max-pool, flatten, dense 512, dropout, logits; ~7.9 M train FLOPs per beat).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from heartjax.models import layers
+
+
+class Model(nn.Module):
+    """Beat (B, 187) -> (B, height, width, 1) -> stem -> blocks [conv, conv, pool] -> head."""
+
+    num_classes: int
+    height: int = 16
+    width: int = 12  # the beat is zero padded to height * width (>= 187) samples
+    hidden: int = 16  # channels of the stem and of the first block
+    num_blocks: int = 1
+    width_mult: float = 1.0  # channel factor from one block to the next
+    kernel_size: int = 3
+    norm: str = "none"
+    dropout: float = 0.5
+    head_hidden: Sequence[int] = (512,)
+    use_rr: bool = False
+    conv_impl: str = "patch"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        layers.check_common(self, ("height", "width", "hidden", "kernel_size"))
+        require = layers.require
+        require(self.num_blocks >= 0, "num_blocks", self.num_blocks, "must be >= 0")
+        require(self.width_mult > 0, "width_mult", self.width_mult, "must be > 0")
+        area = self.height * self.width
+        require(
+            area >= layers.BEAT_LENGTH, "height", self.height,
+            f"height*width={area} must be >= {layers.BEAT_LENGTH} samples (raise height or width)",
+        )
+        h, w = self.height // 2**self.num_blocks, self.width // 2**self.num_blocks
+        require(
+            h >= 1 and w >= 1, "num_blocks", self.num_blocks,
+            f"{self.num_blocks} 2x2 poolings shrink {self.height}x{self.width} to nothing",
+        )
+
+    def block_channels(self, i: int) -> int:
+        """Channels of block i (0-based): hidden * width_mult**i, at least 1."""
+        return max(1, round(self.hidden * self.width_mult**i))
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, rr: jnp.ndarray | None = None, *, train: bool = False):
+        k = (self.kernel_size, self.kernel_size)
+        x = jnp.pad(x, ((0, 0), (0, self.height * self.width - x.shape[-1])))
+        x = x.reshape(x.shape[0], self.height, self.width, 1)
+        x = layers.Conv(self.hidden, k, impl=self.conv_impl)(x)
+        x = nn.relu(layers.norm(self.norm, train)(x))
+        for i in range(self.num_blocks):
+            for _ in range(2):
+                x = layers.Conv(self.block_channels(i), k, impl=self.conv_impl)(x)
+                x = nn.relu(layers.norm(self.norm, train)(x))
+            x = layers.max_pool(x, (2, 2))
+        return layers.Head(self.num_classes, self.head_hidden, self.dropout, self.use_rr)(
+            x, rr, train
+        )
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The original course model's defaults."""
+    return layers.config_of(Model, "cnn2d")

@@ -1,0 +1,430 @@
+"""Training: one function, `train_and_evaluate(config, workdir)`, serves the CLI, every Ray trial
+and every experiment.
+
+Reads top to bottom: the optimiser and schedule, the train state, the pure train/eval steps,
+the jitted epoch (a `lax.scan` over batches of data that stays on the device), then the loop with
+validation, early stopping, Orbax checkpoints and logs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training import train_state
+
+from heartjax import checkpoint as ckpt
+from heartjax import losses, metrics, predict
+from heartjax.config import validate
+from heartjax.data import BeatTable, load_dataset, load_table, train_val_split
+from heartjax.errors import UserError, cli_entry
+from heartjax.models import build_model
+
+Metrics = dict[str, Any]
+# Called after every epoch with (epoch, flat validation metrics, checkpoint dir or None).
+ReportFn = Callable[[int, dict[str, float], "Path | None"], None]
+
+
+class Arrays(NamedTuple):
+    """A split as device arrays: beats (N, 187), labels (N,), R-R features (N, 3)."""
+
+    x: jax.Array
+    y: jax.Array
+    rr: jax.Array
+
+
+class TrainState(train_state.TrainState):
+    """Flax TrainState plus batch-norm statistics (an empty dict for models without them)."""
+
+    batch_stats: Any = None
+
+
+def enable_compilation_cache() -> None:
+    """Persist compiled XLA programs across processes (trials, reruns): compiling the scanned
+    epoch costs seconds, often more than a small trial's training. HEARTJAX_XLA_CACHE="" disables."""
+    path = os.environ.get("HEARTJAX_XLA_CACHE", str(Path.home() / ".cache" / "heartjax" / "xla"))
+    if path and jax.config.jax_compilation_cache_dir != path:
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def to_arrays(table: BeatTable) -> Arrays:
+    """Put a beat table on the device once; R-R features are zeros when the table has none."""
+    rr = table.rr if table.rr is not None else np.zeros((len(table), 3), np.float32)
+    return Arrays(jnp.asarray(table.x), jnp.asarray(table.y, jnp.int32), jnp.asarray(rr))
+
+
+# ----------------------------------------------------------------------------- optimiser
+
+
+def create_learning_rate_fn(t: ml_collections.ConfigDict, steps_per_epoch: int, peak: float) -> optax.Schedule:
+    """The schedule named by `train.schedule` with maximum `peak`, in optimiser steps."""
+    total = max(t.epochs * steps_per_epoch, 1)
+    warmup = int(t.warmup_epochs * steps_per_epoch)
+    if t.schedule == "constant":
+        return optax.constant_schedule(peak)
+    if t.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, peak, min(warmup, total - 1), total)
+    if t.schedule == "onecycle":
+        return optax.cosine_onecycle_schedule(total, peak)
+    if t.schedule == "exponential":
+        return optax.exponential_decay(peak, steps_per_epoch, t.decay_rate)
+    raise UserError(f"bad config: train.schedule={t.schedule!r}")
+
+
+def _optimizer(
+    learning_rate: jax.Array,
+    weight_decay: jax.Array,
+    *,
+    name: str,
+    momentum: float,
+    grad_clip: float,
+    shape: optax.Schedule,
+) -> optax.GradientTransformation:
+    """adam, adamw (decoupled decay) or sgd+momentum, scaled by `learning_rate * shape(step)`."""
+    parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
+    if name == "adam":
+        parts.append(optax.scale_by_adam())
+    elif name == "adamw":
+        parts += [optax.scale_by_adam(), optax.add_decayed_weights(weight_decay)]
+    else:
+        parts += [optax.add_decayed_weights(weight_decay), optax.trace(decay=momentum)]
+    parts += [optax.scale_by_schedule(shape), optax.scale(-learning_rate)]
+    return optax.chain(*parts)
+
+
+def create_optimizer(t: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.GradientTransformation:
+    """The optimiser of `train.optimizer` with the schedule's shape and gradient clipping.
+
+    Learning rate and weight decay are injected hyperparameters (arrays in the optimiser
+    state, not constants in the program): trials that differ only in them share one compiled
+    program, and a population can give each member its own values.
+    """
+    if t.optimizer not in ("adam", "adamw", "sgd"):
+        raise UserError(f"bad config: train.optimizer={t.optimizer!r}")
+    inject = optax.inject_hyperparams(
+        _optimizer, static_args=("name", "momentum", "grad_clip", "shape")
+    )
+    return inject(
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        name=t.optimizer,
+        momentum=t.momentum,
+        grad_clip=t.grad_clip,
+        shape=create_learning_rate_fn(t, steps_per_epoch, 1.0),
+    )
+
+
+def create_train_state(
+    model: nn.Module, tx: optax.GradientTransformation, seed: int
+) -> TrainState:
+    """Initialise parameters (and batch stats) from `seed`."""
+    x = jnp.zeros((2, 187), jnp.float32)
+    variables = model.init(jax.random.PRNGKey(seed), x, jnp.ones((2, 3), jnp.float32), train=False)
+    return TrainState.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        tx=tx,
+        batch_stats=variables.get("batch_stats", {}),
+    )
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def augment(x: jax.Array, key: jax.Array, a: ml_collections.ConfigDict) -> jax.Array:
+    """Random amplitude scaling, baseline wander, noise and time shift (all off by default)."""
+    b, n = x.shape
+    k1, k2, k3, k4, k5 = jax.random.split(key, 5)
+    if a.scale > 0:
+        x = x * jax.random.uniform(k1, (b, 1), minval=1 - a.scale, maxval=1 + a.scale)
+    if a.wander > 0:
+        t = jnp.arange(n) / 125.0
+        freq = jax.random.uniform(k2, (b, 1), minval=0.05, maxval=0.5)  # Hz: breathing, motion
+        phase = jax.random.uniform(k3, (b, 1), maxval=2 * jnp.pi)
+        x = x + a.wander * jnp.sin(2 * jnp.pi * freq * t + phase)
+    if a.noise > 0:
+        x = x + a.noise * jax.random.normal(k4, x.shape)
+    if a.shift > 0:
+        s = jax.random.randint(k5, (b, 1), -a.shift, a.shift + 1)
+        idx = jnp.clip(jnp.arange(n)[None, :] - s, 0, n - 1)
+        x = jnp.take_along_axis(x, idx, axis=1)
+    return x
+
+
+def _apply(state: TrainState, params: Any, x, rr, rng):
+    """Training forward pass; returns (logits, new batch stats) whether or not the model has any."""
+    variables = predict.variables_of(params, state.batch_stats)
+    if state.batch_stats:
+        logits, upd = state.apply_fn(
+            variables, x, rr, train=True, rngs={"dropout": rng}, mutable=["batch_stats"]
+        )
+        return logits, upd["batch_stats"]
+    return state.apply_fn(variables, x, rr, train=True, rngs={"dropout": rng}), state.batch_stats
+
+
+def train_step(state, batch, rng, class_weights, *, loss_fn, aug):
+    """One optimiser step on a batch (x, y, rr); returns the new state and the batch loss."""
+    x, y, rr = batch
+    k_aug, k_drop = jax.random.split(rng)
+    x = augment(x, k_aug, aug)
+
+    def loss_of(params):
+        logits, stats = _apply(state, params, x, rr, k_drop)
+        return loss_fn(logits, y, class_weights).mean(), stats
+
+    (loss, stats), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads, batch_stats=stats)
+    return state, loss
+
+
+@dataclass(frozen=True)
+class Stepper:
+    """The jitted program of one training run: a chunk of an epoch as one `lax.scan`."""
+
+    train_chunk: Callable
+
+
+def make_stepper(t: ml_collections.ConfigDict) -> Stepper:
+    """Jit a `lax.scan` over a chunk of batches; the data stays on the device."""
+    loss_fn = losses.get_loss(t.loss, t.focal_gamma)
+    aug = t.augment
+
+    def train_chunk(state, data: Arrays, perm, rng, class_weights):
+        # perm: (steps, batch) indices into data; one scan = many steps with no host round trip.
+        def body(state, inp):
+            idx, key = inp
+            batch = (data.x[idx], data.y[idx], data.rr[idx])
+            return train_step(state, batch, key, class_weights, loss_fn=loss_fn, aug=aug)
+
+        keys = jax.random.split(rng, perm.shape[0])
+        state, loss = jax.lax.scan(body, state, (perm, keys))
+        return state, loss.mean()
+
+    return Stepper(jax.jit(train_chunk, donate_argnums=0))
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def load_splits(config: ml_collections.ConfigDict) -> tuple[BeatTable, BeatTable]:
+    """Training table minus the stratified validation split, and that split."""
+    d = config.data
+    table = load_table(d.train_file, d.dataset) if d.train_file else load_dataset(
+        d.dir, d.dataset, "train"
+    )
+    if table.dataset != d.dataset:
+        raise UserError(f"{table.path}: holds {table.dataset} beats but data.dataset={d.dataset}")
+    if config.model.get("use_rr", False) and table.rr is None:
+        raise UserError(
+            f"{table.path}: model.use_rr needs R-R columns; rebuild the tables with "
+            "`python -m heartjax.data build` or set --config.model.use_rr=False"
+        )
+    return train_val_split(table, d.val_fraction, d.seed)
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="beat", unit_scale=True, leave=False, disable=not enabled)
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    report: ReportFn | None = None,
+    progress: bool = True,
+    splits: tuple[BeatTable, BeatTable] | None = None,
+    overwrite: bool = False,
+) -> Metrics:
+    """Train `config` into `workdir`; return the best validation metrics (and where they are).
+
+    Keeps the best-k checkpoints by `train.select_metric`, stops after `train.patience` epochs
+    without improvement, and logs every epoch to `metrics.jsonl` and TensorBoard.
+    """
+    validate(config)
+    enable_compilation_cache()
+    workdir = Path(workdir)
+    if ckpt.has_checkpoints(workdir) and not overwrite:
+        raise UserError(
+            f"{workdir} already holds a trained run; pick a new --workdir or pass --overwrite"
+        )
+    if overwrite:
+        ckpt.clear_run(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    t = config.train
+    train_table, val_table = splits or load_splits(config)
+    class_names = train_table.class_names
+    num_classes = len(class_names)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+
+    model = build_model(config.model, num_classes)
+    n = len(train_table)
+    batch = min(t.batch_size, n)
+    steps = n // batch
+    calls = max(min(t.log_every_calls, steps), 1)
+    chunk = steps // calls  # the < `calls` leftover batches are dropped; data is reshuffled
+    tx = create_optimizer(t, chunk * calls)
+    state = create_train_state(model, tx, t.seed)
+    stepper = make_stepper(t)
+    predict_fn = predict.make_predict_fn(model.apply)
+    train = to_arrays(train_table)
+    val = to_arrays(val_table)
+    weights = losses.class_weights(train_table.y, num_classes, t.class_weight_power)
+    weights = jnp.asarray(weights if t.loss != "ce" else np.ones(num_classes, np.float32))
+    params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(state.params))
+
+    manager = ckpt.Manager(workdir, t.select_metric, t.keep_checkpoints)
+    writer = _tensorboard(workdir)
+    log_path = workdir / "metrics.jsonl"
+    rng = jax.random.PRNGKey(t.seed + 1)
+    best: Metrics = {}
+    best_score, since_best = -math.inf, 0
+    compile_s = None
+    try:
+        for epoch in range(1, t.epochs + 1):
+            rng, k_perm, k_steps = jax.random.split(rng, 3)
+            perm = jax.random.permutation(k_perm, n)[: calls * chunk * batch]
+            perm = perm.reshape(calls, chunk, batch)
+            t0 = time.perf_counter()
+            losses_ = []
+            with _progress(calls * chunk * batch, f"epoch {epoch}/{t.epochs}", progress) as bar:
+                for i, k in enumerate(jax.random.split(k_steps, calls)):
+                    state, loss = stepper.train_chunk(state, train, perm[i], k, weights)
+                    losses_.append(loss)
+                    loss.block_until_ready()  # honest progress; ~10 syncs an epoch cost nothing
+                    if compile_s is None:
+                        compile_s = time.perf_counter() - t0
+                    bar.update(chunk * batch)
+                train_loss = float(np.mean(jax.device_get(losses_)))
+            train_s = time.perf_counter() - t0
+            variables = predict.variables_of(state.params, state.batch_stats)
+            proba = predict.predict_proba(predict_fn, variables, val.x, val.rr, t.eval_batch_size)
+            val_m = metrics.evaluate_predictions(val_table.y, proba, class_names)
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(f"training diverged at epoch {epoch} (loss {train_loss})")
+            # the first epoch includes compilation; count only the steps after the first call
+            timed = train_s - (compile_s if epoch == 1 else 0.0)
+            beats = (calls - (1 if epoch == 1 else 0)) * chunk * batch
+            row = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "beats_per_s": beats / timed if timed > 0 and beats else float("nan"),
+                "epoch_s": train_s,
+                **metrics.flat_scalars(val_m, "val_"),
+            }
+            score = val_m[t.select_metric]
+            improved = score > best_score
+            ckpt_dir = None
+            if improved:
+                best_score, since_best = score, 0
+                meta = _meta(config, class_names, epoch, val_m, params, val_table, proba)
+                ckpt_dir = manager.save(epoch, state, meta, score)
+                best = {"epoch": epoch, "val": val_m, "checkpoint": str(ckpt_dir), "params": params}
+            else:
+                since_best += 1
+            row["final"] = int(epoch == t.epochs or since_best >= t.patience)
+            _log(log_path, writer, row)
+            if progress:
+                print(_epoch_line(row, t.select_metric, improved), flush=True)
+            if report is not None:
+                # Ray may end this process right after a report: the save must be on disk
+                manager.wait()
+                report(epoch, {**row, "params": params}, ckpt_dir)
+            if since_best >= t.patience:
+                if progress:
+                    print(f"early stop: no better {t.select_metric} for {t.patience} epochs")
+                break
+    finally:
+        manager.close()
+        if writer is not None:
+            writer.close()
+    best["compile_s"] = compile_s
+    (workdir / "best.json").write_text(json.dumps(best, indent=2))
+    return best
+
+
+def _meta(config, class_names, epoch, val_m, params, val_table, proba) -> dict[str, Any]:
+    """What makes a checkpoint self-describing: config, classes, metrics, decision rule."""
+    meta = {
+        "config": config.to_dict(),
+        "dataset": config.data.dataset,
+        "class_names": list(class_names),
+        "epoch": epoch,
+        "params": params,
+        "val": metrics.flat_scalars(val_m),
+        "threshold": None,
+    }
+    if len(class_names) == 2 and config.train.target_recall > 0:
+        # recall first: the threshold reaching the target recall on validation, never on test
+        meta["threshold"] = metrics.threshold_for_recall(
+            val_table.y, proba[:, 1], config.train.target_recall
+        )
+    return meta
+
+
+def _epoch_line(row: dict[str, float], select: str, improved: bool) -> str:
+    star = " *" if improved else ""
+    return (
+        f"epoch {row['epoch']:3d}  loss {row['train_loss']:.4f}  "
+        f"val acc {row['val_accuracy']:.4f}  macro recall {row['val_macro_recall']:.4f}  "
+        f"macro F1 {row['val_macro_f1']:.4f}  {row['beats_per_s']:,.0f} beats/s{star}"
+    )
+
+
+def _tensorboard(workdir: Path):
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:  # logging to TensorBoard is a convenience, not a requirement
+        return None
+    return SummaryWriter(str(workdir / "tensorboard"))
+
+
+def _log(path: Path, writer, row: dict[str, float]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    if writer is not None:
+        for k, v in row.items():
+            if k != "epoch":
+                writer.add_scalar(k, v, row["epoch"])
+        writer.flush()
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    """`python -m heartjax.train --config configs/mitbih.py --workdir DIR`."""
+    from heartjax.cli import parse_config_flags
+
+    config, args = parse_config_flags(
+        argv,
+        "Train one model from a config file; keeps its best checkpoints in WORKDIR/checkpoints.",
+        extra=[
+            ("--workdir", dict(required=True, help="output folder (created if missing)")),
+            ("--overwrite", dict(action="store_true", help="replace a run already in WORKDIR")),
+        ],
+    )
+    best = train_and_evaluate(config, args.workdir, overwrite=args.overwrite)
+    val = best["val"]
+    print(
+        f"best epoch {best['epoch']}: val accuracy {val['accuracy']:.4f}, macro recall "
+        f"{val['macro_recall']:.4f}, macro F1 {val['macro_f1']:.4f} -> {best['checkpoint']}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,345 @@
+"""`python -m heartjax.tune --config configs/mitbih.py --workdir runs/mitbih`: Ray Tune.
+
+The config's `tune` section is the whole experiment: the search space (see heartjax.space),
+the search algorithm, the scheduler and the budget. Each trial runs `train_and_evaluate` (the
+same code as `heartjax.train`) into `WORKDIR/trials/<trial id>` and reports every epoch, so ASHA
+can stop bad trials early. Afterwards the run folder holds a tidy table of every trial
+(`trials.csv`, `epochs.csv`), `summary.json` and the trials' Orbax checkpoints; the run's best is
+`heartjax.load_checkpoint(WORKDIR)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+import pandas as pd
+
+from heartjax import space
+from heartjax.config import validate
+from heartjax.errors import UserError, cli_entry
+
+SEARCH_ALGS = ("random", "optuna", "bohb")
+SCHEDULERS = ("fifo", "asha", "hyperband")
+RAY_DIR = "ray"  # Ray's own experiment folder inside the run folder
+
+
+def thread_env(cpus_per_trial: float) -> dict[str, str]:
+    """Environment for trial workers: XLA:CPU and BLAS limited to the trial's CPUs.
+
+    XLA reads XLA_FLAGS when jax is first imported, so these must reach the worker process
+    before it imports anything (Ray's runtime_env does that); otherwise every trial would use
+    every core and concurrent trials would fight over them.
+    """
+    n = max(int(cpus_per_trial), 1)
+    flags = os.environ.get("XLA_FLAGS", "")
+    if n == 1:
+        flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    return {
+        "XLA_FLAGS": flags.strip(),
+        "OMP_NUM_THREADS": str(n),
+        "OPENBLAS_NUM_THREADS": str(n),
+        "MKL_NUM_THREADS": str(n),
+        "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", ""),
+        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # trials sharing a GPU must not grab it all
+    }
+
+
+def check_tune_config(config: ml_collections.ConfigDict) -> list[space.Param]:
+    """Validate the tune section and its search space before Ray starts."""
+    validate(config)
+    t = config.tune
+    if t.search_alg not in SEARCH_ALGS:
+        raise UserError(f"bad config: tune.search_alg={t.search_alg!r}; use one of {', '.join(SEARCH_ALGS)}")
+    if t.scheduler not in SCHEDULERS:
+        raise UserError(f"bad config: tune.scheduler={t.scheduler!r}; use one of {', '.join(SCHEDULERS)}")
+    if t.mode not in ("max", "min"):
+        raise UserError(f"bad config: tune.mode={t.mode!r}; use max or min")
+    if t.num_samples < 1:
+        raise UserError(f"bad config: tune.num_samples={t.num_samples} must be >= 1")
+    if t.max_concurrent_trials < 1:
+        raise UserError(f"bad config: tune.max_concurrent_trials={t.max_concurrent_trials} must be >= 1")
+    if not t.metric.startswith("val_"):
+        raise UserError(f"bad config: tune.metric={t.metric!r}; tune on validation metrics (val_...)")
+    if t.search_alg == "bohb":
+        try:
+            import ConfigSpace  # noqa: F401
+            import hpbandster  # noqa: F401
+        except ImportError:
+            raise UserError("tune.search_alg=bohb needs `pip install hpbandster ConfigSpace`") from None
+    return space.parse(t.search_space, config)
+
+
+# ----------------------------------------------------------------------------- the trial
+
+
+def trainable(trial_config: dict[str, Any], base: dict[str, Any], run_dir: str, splits) -> None:
+    """One Ray trial: the base config with the sampled values, trained by train_and_evaluate."""
+    from ray import tune
+
+    from heartjax.train import train_and_evaluate
+
+    values = trial_config.get("params", trial_config)  # BOHB passes the values flat
+    config = space.apply(ml_collections.ConfigDict(base), values)
+    workdir = Path(run_dir) / "trials" / tune.get_context().get_trial_id()
+
+    def report(epoch: int, row: dict[str, float], ckpt_dir) -> None:
+        tune.report({**row, "checkpoint_dir": str(ckpt_dir or "")})
+
+    # A restarted trial starts over: the partial run of the interrupted attempt is replaced.
+    train_and_evaluate(config, workdir, report=report, progress=False, splits=splits, overwrite=True)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _scheduler(config: ml_collections.ConfigDict):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
+
+    t = config.tune
+    if t.scheduler == "asha":
+        return ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=config.train.epochs,
+            grace_period=min(t.grace_period, config.train.epochs),
+            reduction_factor=t.reduction_factor,
+        )
+    if t.scheduler == "hyperband":
+        return HyperBandScheduler(
+            time_attr="training_iteration", max_t=config.train.epochs, reduction_factor=t.reduction_factor
+        )
+    return FIFOScheduler()
+
+
+def _searcher(config: ml_collections.ConfigDict, params: list[space.Param]):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    t = config.tune
+    if not params:
+        return None
+    if t.search_alg == "bohb":
+        from ray.tune.search.bohb import TuneBOHB
+
+        return TuneBOHB(space=space.configspace(params), metric=t.metric, mode=t.mode, seed=t.seed)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = (
+        optuna.samplers.RandomSampler(seed=t.seed)
+        if t.search_alg == "random"
+        else optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=min(4, t.num_samples))
+    )
+    return OptunaSearch(space.DefineByRun(tuple(params)), metric=t.metric, mode=t.mode, sampler=sampler)
+
+
+def _dataset_record(config, splits) -> dict[str, Any]:
+    train, val = splits
+    return {
+        "dataset": config.data.dataset,
+        "train_table": train.path,
+        "val_fraction": config.data.val_fraction,
+        "split_seed": config.data.seed,
+        "train_rows": len(train),
+        "val_rows": len(val),
+        "train_counts": dict(zip(train.class_names, np.bincount(train.y, minlength=len(train.class_names)).tolist())),
+        "val_counts": dict(zip(val.class_names, np.bincount(val.y, minlength=len(val.class_names)).tolist())),
+    }
+
+
+def run(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    resume: bool = False,
+    ray_address: str | None = None,
+    mlflow: str | None = None,
+    verbose: int = 1,
+) -> dict[str, Any]:
+    """Tune `config` into `workdir` (or resume it there); returns the run's summary."""
+    from heartjax.train import load_splits
+
+    params = check_tune_config(config)
+    workdir = Path(workdir).absolute()
+    ray_dir = workdir / RAY_DIR
+    if resume and not ray_dir.exists():
+        raise UserError(f"--resume: {workdir} holds no tuning run to resume")
+    if not resume and ray_dir.exists():
+        raise UserError(f"{workdir} already holds a tuning run; add --resume to continue it or pick a new --workdir")
+    callbacks = _mlflow_callbacks(mlflow, workdir, config) if mlflow is not None else []
+    splits = load_splits(config)  # bad data fails here, before Ray starts
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+        (workdir / "dataset.json").write_text(json.dumps(_dataset_record(config, splits), indent=2))
+
+    import ray
+    from ray import tune
+
+    address = ray_address or os.environ.get("RAY_ADDRESS")
+    ray.init(
+        address=address,
+        runtime_env={"env_vars": thread_env(config.tune.cpus_per_trial)},
+        include_dashboard=False,
+        log_to_driver=verbose > 1,
+        configure_logging=verbose > 1,
+        ignore_reinit_error=True,
+    )
+    t0 = time.time()
+    try:
+        fn = tune.with_resources(
+            tune.with_parameters(
+                trainable, base=config.to_dict(), run_dir=str(workdir), splits=splits
+            ),
+            {"cpu": config.tune.cpus_per_trial, "gpu": config.tune.gpus_per_trial},
+        )
+        if resume:
+            tuner = tune.Tuner.restore(str(ray_dir), trainable=fn, resume_unfinished=True, resume_errored=False, restart_errored=False)
+        else:
+            t = config.tune
+            tuner = tune.Tuner(
+                fn,
+                tune_config=tune.TuneConfig(
+                    metric=t.metric,
+                    mode=t.mode,
+                    search_alg=_searcher(config, params),
+                    scheduler=_scheduler(config),
+                    num_samples=t.num_samples,
+                    max_concurrent_trials=t.max_concurrent_trials,
+                    time_budget_s=t.time_budget_s or None,
+                    reuse_actors=True,  # no new process (and jax import) per trial
+                ),
+                run_config=tune.RunConfig(
+                    name=RAY_DIR,
+                    storage_path=str(workdir),
+                    failure_config=tune.FailureConfig(max_failures=0),
+                    callbacks=callbacks,
+                    verbose=verbose,
+                ),
+            )
+        results = tuner.fit()
+    finally:
+        ray.shutdown()
+    summary = write_tables(workdir, results, config, params, time.time() - t0)
+    return summary
+
+
+def _mlflow_callbacks(uri: str, workdir: Path, config) -> list:
+    try:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+    except ImportError:
+        raise UserError("--mlflow needs MLflow: pip install 'heartjax[mlflow]'") from None
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        raise UserError("--mlflow needs MLflow: pip install 'heartjax[mlflow]'") from None
+    tracking = uri or f"sqlite:///{workdir / 'mlflow.db'}"
+    return [MLflowLoggerCallback(tracking_uri=tracking, experiment_name=f"heartjax-{config.data.dataset}", save_artifact=False)]
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def trial_status(result) -> str:
+    """finished (all epochs or early stop), stopped (by the scheduler), or error."""
+    if result.error is not None:
+        return "error"
+    last = result.metrics or {}
+    return "finished" if last.get("final") else "stopped"
+
+
+def write_tables(workdir: Path, results, config, params, wall_s: float) -> dict[str, Any]:
+    """`trials.csv` (one row per trial), `epochs.csv` (one per trial-epoch), `summary.json`."""
+    t = config.tune
+    rows, epochs = [], []
+    for result in results:
+        trial_id = result.metrics.get("trial_id") if result.metrics else None
+        trial_id = trial_id or Path(result.path).name.split("_")[1]
+        values = (result.config or {}).get("params", {})
+        df = result.metrics_dataframe
+        row: dict[str, Any] = {"trial_id": trial_id, "status": trial_status(result)}
+        row.update({f"param:{k}": v for k, v in values.items()})
+        if df is not None and len(df) and t.metric in df:
+            cols = [c for c in df.columns if c.startswith("val_") or c in ("epoch", "train_loss", "beats_per_s", "epoch_s")]
+            e = df[cols].copy()
+            e.insert(0, "trial_id", trial_id)
+            epochs.append(e)
+            best = df.loc[df[t.metric].idxmax() if t.mode == "max" else df[t.metric].idxmin()]
+            row.update({"epochs": int(df["epoch"].max()), "best_epoch": int(best["epoch"]),
+                        "train_s": float(df["epoch_s"].sum())})
+            row.update({c: float(best[c]) for c in cols if c.startswith("val_")})
+        if result.error is not None:
+            row["error"] = str(result.error).splitlines()[0][:200] if str(result.error) else type(result.error).__name__
+        if result.metrics and "params" in result.metrics:
+            row["params_count"] = int(result.metrics["params"])
+        row["workdir"] = str(workdir / "trials" / trial_id)
+        rows.append(row)
+    if not rows:
+        raise UserError(f"{workdir}: the tuning run produced no trials")
+    trials = pd.DataFrame(rows).sort_values(t.metric, ascending=t.mode == "min", na_position="last") if any(t.metric in r for r in rows) else pd.DataFrame(rows)
+    trials.to_csv(workdir / "trials.csv", index=False)
+    if epochs:
+        pd.concat(epochs, ignore_index=True).to_csv(workdir / "epochs.csv", index=False)
+    best = trials.iloc[0].to_dict() if t.metric in trials else {}
+    summary = {
+        "metric": t.metric,
+        "mode": t.mode,
+        "num_samples": t.num_samples,
+        "trials": int(len(trials)),
+        "status_counts": trials["status"].value_counts().to_dict(),
+        "wall_s": wall_s,
+        "search_alg": t.search_alg,
+        "scheduler": t.scheduler,
+        "search_space": [{"path": p.path, "kind": p.kind, "args": list(p.args), "when": p.when} for p in params],
+        "best": {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in best.items()},
+    }
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A few lines for the terminal at the end of a run."""
+    best = summary["best"]
+    counts = ", ".join(f"{v} {k}" for k, v in summary["status_counts"].items())
+    lines = [f"{summary['trials']} trials ({counts}) in {summary['wall_s'] / 60:.1f} min"]
+    if best:
+        params = ", ".join(f"{k[6:]}={v:.4g}" if isinstance(v, float) else f"{k[6:]}={v}"
+                           for k, v in best.items() if k.startswith("param:") and v is not None)
+        lines.append(f"best trial {best['trial_id']}: {summary['metric']} {best.get(summary['metric'], float('nan')):.4f}"
+                     f" (val accuracy {best.get('val_accuracy', float('nan')):.4f}, macro F1 {best.get('val_macro_f1', float('nan')):.4f})")
+        if params:
+            lines.append(f"  {params}")
+    return "\n".join(lines)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry point."""
+    from heartjax.cli import parse_config_flags
+
+    config, args = parse_config_flags(
+        argv,
+        "Tune a model with Ray Tune; the config's `tune` section defines the search space, "
+        "algorithm, scheduler and budget.",
+        extra=[
+            ("--workdir", dict(default=None, help="run folder (default runs/<dataset>-<config variant>)")),
+            ("--resume", dict(action="store_true", help="continue an interrupted run in WORKDIR")),
+            ("--ray_address", dict(default=None, help="address of an existing Ray cluster (default: RAY_ADDRESS or a local Ray)")),
+            ("--mlflow", dict(nargs="?", const="", default=None, metavar="URI",
+                              help="also log every trial to MLflow (default store: WORKDIR/mlflow.db)")),
+            ("--verbose", dict(type=int, default=1, help="Ray's progress output: 0 silent, 1 tables, 2 everything")),
+        ],
+    )
+    workdir = args.workdir or f"runs/{config.data.dataset}-{config.model.name}"
+    summary = run(config, workdir, resume=args.resume, ray_address=args.ray_address,
+                  mlflow=args.mlflow, verbose=args.verbose)
+    print(format_summary(summary))
+    print(f"run folder: {Path(workdir).absolute()}  (heartjax.load_checkpoint on it gives the best model)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Shared real-data fixtures: the read-only ../shared folder and one MIT-BIH build per session."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def run_data_cli(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m heartjax.data ARGS` from the repo root and capture its output."""
+    return subprocess.run([sys.executable, "-m", "heartjax.data", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The read-only shared data folder next to the repo (skips when absent)."""
+    if not (SHARED / "data").is_dir():
+        pytest.skip(f"shared data folder {SHARED}/data not found (expected next to the repo)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def mitdb_dir(shared_dir: Path) -> Path:
+    """The 48 raw MIT-BIH records."""
+    path = shared_dir / "data" / "physionet" / "mitdb"
+    if not (path / "RECORDS").is_file():
+        pytest.skip(f"MIT-BIH records not found in {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ptbdb_dir(shared_dir: Path) -> Path:
+    """The raw PTB records of patient001."""
+    path = shared_dir / "data" / "physionet" / "ptbdb"
+    if not any(path.rglob("*.hea")):
+        pytest.skip(f"PTB records not found in {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ptb_sample_path(shared_dir: Path) -> Path:
+    """The course-format PTB sample (1940 beats, 1403 abnormal)."""
+    path = shared_dir / "data" / "course" / "ptb_sample.parq"
+    if not path.is_file():
+        pytest.skip(f"PTB sample {path} not found")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mitbih_tables(mitdb_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build all 48 MIT-BIH records once (kaggle split) through the CLI; returns the out dir.
+
+    The dir also holds build.json: the CLI's stdout, stderr and wall time.
+    """
+    out = tmp_path_factory.mktemp("mitbih")
+    t0 = time.perf_counter()
+    result = run_data_cli("build", "mitbih", "--raw", mitdb_dir, "--out", out)
+    seconds = time.perf_counter() - t0
+    assert result.returncode == 0, result.stderr
+    (out / "build.json").write_text(json.dumps(
+        {"stdout": result.stdout, "stderr": result.stderr, "seconds": seconds}))
+    return out
