@@ -170,25 +170,34 @@ def run(
         raise UserError(f"--resume: {workdir} holds no tuning run to resume")
     if not resume and ray_dir.exists():
         raise UserError(f"{workdir} already holds a tuning run; add --resume to continue it or pick a new --workdir")
-    callbacks = _mlflow_callbacks(mlflow, workdir, config) if mlflow is not None else []
+    if mlflow is not None:
+        _check_mlflow()
     splits = load_splits(config)  # bad data fails here, before Ray starts
     workdir.mkdir(parents=True, exist_ok=True)
     if not resume:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
         (workdir / "dataset.json").write_text(json.dumps(_dataset_record(config, splits), indent=2))
 
+    address = ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        _match_cluster_auth()  # before Ray is imported: it reads the mode once
     import ray
     from ray import tune
 
-    address = ray_address or os.environ.get("RAY_ADDRESS")
-    ray.init(
-        address=address,
-        runtime_env={"env_vars": thread_env(config.tune.cpus_per_trial)},
-        include_dashboard=False,
-        log_to_driver=verbose > 1,
-        configure_logging=verbose > 1,
-        ignore_reinit_error=True,
-    )
+    try:
+        ray.init(
+            address=address,
+            runtime_env={"env_vars": thread_env(config.tune.cpus_per_trial)},
+            include_dashboard=False,
+            log_to_driver=verbose > 1,
+            configure_logging=verbose > 1,
+            ignore_reinit_error=True,
+        )
+    except ConnectionError as e:
+        raise UserError(
+            f"cannot connect to the Ray cluster at {address}: start it with `ray start --head` "
+            f"or drop --ray_address and RAY_ADDRESS to run locally ({e})"
+        ) from None
     t0 = time.time()
     try:
         fn = tune.with_resources(
@@ -217,7 +226,7 @@ def run(
                     name=RAY_DIR,
                     storage_path=str(workdir),
                     failure_config=tune.FailureConfig(max_failures=0),
-                    callbacks=callbacks,
+                    callbacks=_mlflow_callbacks(mlflow, workdir, config) if mlflow is not None else [],
                     verbose=verbose,
                 ),
             )
@@ -228,15 +237,27 @@ def run(
     return summary
 
 
-def _mlflow_callbacks(uri: str, workdir: Path, config) -> list:
-    try:
-        from ray.air.integrations.mlflow import MLflowLoggerCallback
-    except ImportError:
-        raise UserError("--mlflow needs MLflow: pip install 'heartjax[mlflow]'") from None
+def _match_cluster_auth() -> None:
+    """Use Ray's auth token when one exists, as `ray start --head` does.
+
+    `ray start` turns token authentication on when a token file exists (Ray >= 2.5x), but a
+    driver given an explicit address does not, and is then refused by the cluster.
+    """
+    token = os.environ.get("RAY_AUTH_TOKEN_PATH", str(Path.home() / ".ray" / "auth_token"))
+    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or Path(token).exists()):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def _check_mlflow() -> None:
     try:
         import mlflow  # noqa: F401
     except ImportError:
-        raise UserError("--mlflow needs MLflow: pip install 'heartjax[mlflow]'") from None
+        raise UserError("--mlflow needs MLflow: pip install -e '.[mlflow]'") from None
+
+
+def _mlflow_callbacks(uri: str, workdir: Path, config) -> list:
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
     tracking = uri or f"sqlite:///{workdir / 'mlflow.db'}"
     return [MLflowLoggerCallback(tracking_uri=tracking, experiment_name=f"heartjax-{config.data.dataset}", save_artifact=False)]
 
@@ -244,24 +265,33 @@ def _mlflow_callbacks(uri: str, workdir: Path, config) -> list:
 # ----------------------------------------------------------------------------- tables
 
 
-def trial_status(result) -> str:
-    """finished (all epochs or early stop), stopped (by the scheduler), or error."""
-    if result.error is not None:
+def trial_states(ray_dir: Path) -> dict[str, str]:
+    """Ray's state of every trial (TERMINATED, ERROR, PENDING, RUNNING, PAUSED) by trial id."""
+    from ray.tune import ExperimentAnalysis
+
+    return {t.trial_id: t.status for t in ExperimentAnalysis(str(ray_dir)).trials}
+
+
+def trial_status(result, ray_state: str) -> str:
+    """finished (all epochs or early stop), stopped (by the scheduler), error, or interrupted."""
+    if result.error is not None or ray_state == "ERROR":
         return "error"
-    last = result.metrics or {}
-    return "finished" if last.get("final") else "stopped"
+    if ray_state != "TERMINATED":
+        return "interrupted"  # --resume runs it again
+    return "finished" if (result.metrics or {}).get("final") else "stopped"
 
 
 def write_tables(workdir: Path, results, config, params, wall_s: float) -> dict[str, Any]:
     """`trials.csv` (one row per trial), `epochs.csv` (one per trial-epoch), `summary.json`."""
     t = config.tune
+    states = trial_states(workdir / RAY_DIR)
     rows, epochs = [], []
     for result in results:
         trial_id = result.metrics.get("trial_id") if result.metrics else None
         trial_id = trial_id or Path(result.path).name.split("_")[1]
         values = (result.config or {}).get("params", {})
         df = result.metrics_dataframe
-        row: dict[str, Any] = {"trial_id": trial_id, "status": trial_status(result)}
+        row: dict[str, Any] = {"trial_id": trial_id, "status": trial_status(result, states.get(trial_id, ""))}
         row.update({f"param:{k}": v for k, v in values.items()})
         if df is not None and len(df) and t.metric in df:
             cols = [c for c in df.columns if c.startswith("val_") or c in ("epoch", "train_loss", "beats_per_s", "epoch_s")]
@@ -285,6 +315,9 @@ def write_tables(workdir: Path, results, config, params, wall_s: float) -> dict[
     if epochs:
         pd.concat(epochs, ignore_index=True).to_csv(workdir / "epochs.csv", index=False)
     best = trials.iloc[0].to_dict() if t.metric in trials else {}
+    previous = workdir / "summary.json"
+    if previous.exists():  # a resumed run: wall time adds up over its sessions
+        wall_s += json.loads(previous.read_text()).get("wall_s", 0.0)
     summary = {
         "metric": t.metric,
         "mode": t.mode,
@@ -306,6 +339,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     best = summary["best"]
     counts = ", ".join(f"{v} {k}" for k, v in summary["status_counts"].items())
     lines = [f"{summary['trials']} trials ({counts}) in {summary['wall_s'] / 60:.1f} min"]
+    if summary["status_counts"].get("interrupted"):
+        lines.append("the run was interrupted: the same command with --resume continues it")
     if best:
         params = ", ".join(f"{k[6:]}={v:.4g}" if isinstance(v, float) else f"{k[6:]}={v}"
                            for k, v in best.items() if k.startswith("param:") and v is not None)

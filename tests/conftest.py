@@ -69,3 +69,39 @@ def mitbih_tables(mitdb_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     (out / "build.json").write_text(json.dumps(
         {"stdout": result.stdout, "stderr": result.stderr, "seconds": seconds}))
     return out
+
+
+def run_module(module: str, *args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m MODULE ARGS` from the repo root and capture its output."""
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    """Exit 2, exactly one line on stderr that names the problem, and no traceback."""
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), lines[0]
+
+
+@pytest.fixture(scope="session")
+def ptb_tables(ptb_sample_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real PTB sample split 80/20 (stratified, seed 0) into heart_train/heart_test.parq."""
+    out = tmp_path_factory.mktemp("ptb")
+    result = run_data_cli("split", ptb_sample_path, "--out", out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def ptb_run(ptb_tables: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One short real training run of the PTB smoke config (cnn1d), shared by several tests."""
+    workdir = tmp_path_factory.mktemp("ptb_run") / "run"
+    result = run_module("heartjax.train", "--config", "configs/ptb.py:smoke",
+                        f"--config.data.dir={ptb_tables}", "--config.train.epochs=3",
+                        "--workdir", workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir

@@ -1,4 +1,9 @@
-"""Model zoo: the trainer's contract, learning on synthetic beats, conv/pool equivalence, errors."""
+"""Model zoo: the trainer's contract, learning on synthetic beats, conv/pool equivalence, errors.
+
+XLA:CPU compile time dominates here, so the defaults are checked by shape (`jax.eval_shape`
+compiles nothing) and the numeric tests share, per architecture, one small variant whose init,
+eval and train-mode functions are compiled once (`trained` fixture).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,15 @@ from heartjax.errors import UserError
 from heartjax.models import available_models, build_model, default_model_config, layers
 
 MODELS = ["cnn1d", "cnn2d", "resnet1d", "transformer"]
-RNGS = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
+# "rbg" keys compile several times faster than threefry on CPU (init is mostly RNG)
+KEY = jax.random.key(0, impl="rbg")
+RNGS = {"params": KEY, "dropout": jax.random.fold_in(KEY, 1)}
+SMALL = {
+    "cnn1d": {"num_blocks": 2, "channels": 16, "head_hidden": (32,)},
+    "cnn2d": {"hidden": 8, "head_hidden": (32,)},
+    "resnet1d": {"num_blocks": 2, "channels": 8},
+    "transformer": {"hidden": 32, "num_heads": 2, "num_blocks": 1, "stem_stride": 4},
+}
 
 
 def synthetic_beats(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -31,103 +44,135 @@ def synthetic_beats(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.n
     return x.astype(np.float32), rr.astype(np.float32), y.astype(np.int32)
 
 
-def init_and_apply(model: nn.Module, x, rr=None, train: bool = False):
-    """Init the model, then apply it once (train: dropout rng, mutable batch_stats)."""
-    variables = model.init(RNGS, x, rr)
-    if not train:
-        return model.apply(variables, x, rr), variables
-    logits, updates = model.apply(
-        variables, x, rr, train=True, rngs={"dropout": jax.random.PRNGKey(2)},
-        mutable=["batch_stats"],
-    )
-    return logits, {**variables, **updates}
+def loss_of(logits, y):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+class Small:
+    """A small variant of one architecture (use_rr, dropout 0.2), its functions jitted once."""
+
+    def __init__(self, name: str):
+        self.model = build_model({"name": name, **SMALL[name], "use_rr": True, "dropout": 0.2}, 2)
+        self.x, self.rr, self.y = synthetic_beats(32)
+        self.variables = jax.jit(self.model.init)(RNGS, self.x, self.rr)
+        self.eval = jax.jit(lambda v, x, rr: self.model.apply(v, x, rr))
+        self.train = jax.jit(
+            lambda v, x, rr, key: self.model.apply(
+                v, x, rr, train=True, rngs={"dropout": key}, mutable=["batch_stats"]
+            )
+        )
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def small(request) -> Small:
+    return Small(request.param)
+
+
+# --- the contract, on the defaults (shapes only) ---------------------------------------------
 
 
 def test_registry_lists_all_models():
     assert available_models() == MODELS
     for name in MODELS:
         cfg = default_model_config(name)
-        assert cfg.name == name and "use_rr" in cfg and "norm" in cfg and "dropout" in cfg
+        assert cfg.name == name and {"use_rr", "norm", "dropout", "head_hidden"} <= set(cfg)
 
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("num_classes", [5, 2])
-def test_forward_shape(name, num_classes):
-    x, _, _ = synthetic_beats(3)
-    model = build_model(default_model_config(name), num_classes)
-    logits, _ = init_and_apply(model, x)
-    assert logits.shape == (3, num_classes) and logits.dtype == jnp.float32
-    assert np.isfinite(np.asarray(logits)).all()
+def test_default_model_shapes(name, num_classes):
+    x, rr, _ = synthetic_beats(3)
+    for use_rr in (False, True):
+        cfg = default_model_config(name)
+        cfg.use_rr = use_rr
+        model = build_model(cfg, num_classes)
+        variables = jax.eval_shape(model.init, RNGS, x, rr)
+        logits = jax.eval_shape(model.apply, variables, x, rr)
+        assert logits.shape == (3, num_classes) and logits.dtype == jnp.float32
+        logits, _ = jax.eval_shape(
+            lambda v: model.apply(v, x, rr, train=True, rngs=RNGS, mutable=["batch_stats"]),
+            variables,
+        )
+        assert logits.shape == (3, num_classes)
 
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("norm", ["batch", "layer", "none"])
-def test_train_mode_with_dropout_and_norms(name, norm):
-    x, _, _ = synthetic_beats(4)
+def test_norm_collections(name, norm):
+    x, _, _ = synthetic_beats(2)
     cfg = default_model_config(name)
-    cfg.norm, cfg.dropout = norm, 0.3
-    model = build_model(cfg, 5)
-    logits, variables = init_and_apply(model, x, train=True)
-    assert logits.shape == (4, 5)
+    cfg.norm = norm
+    variables = jax.eval_shape(build_model(cfg, 5).init, RNGS, x)
     assert ("batch_stats" in variables) == (norm == "batch")
-    # eval is deterministic; train-mode dropout changes the output
-    eval1, eval2 = model.apply(variables, x), model.apply(variables, x)
-    np.testing.assert_array_equal(eval1, eval2)
-    assert not np.allclose(logits, eval1)
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_use_rr(name):
-    x, rr, _ = synthetic_beats(4)
-    cfg = default_model_config(name)
-    cfg.use_rr = True
-    model = build_model(cfg, 5)
-    logits, variables = init_and_apply(model, x, rr, train=True)
-    assert logits.shape == (4, 5)
-    other = model.apply(variables, x, rr * 1.5)
-    assert not np.allclose(model.apply(variables, x, rr), other)  # rr is actually used
+# --- numerics, on small variants -------------------------------------------------------------
+
+
+def test_train_mode_uses_dropout_and_batch_stats(small):
+    key = jax.random.fold_in(KEY, 2)
+    logits, updates = small.train(small.variables, small.x, small.rr, key)
+    assert logits.shape == (32, 2) and np.isfinite(np.asarray(logits)).all()
+    eval1 = small.eval(small.variables, small.x, small.rr)
+    np.testing.assert_array_equal(eval1, small.eval(small.variables, small.x, small.rr))
+    assert not np.allclose(logits, eval1)  # dropout acts in train mode only
+    if "batch_stats" in small.variables:
+        old, new = small.variables["batch_stats"], updates["batch_stats"]
+        assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(new)))
+
+
+def test_use_rr(small):
+    logits = small.eval(small.variables, small.x, small.rr)
+    assert not np.allclose(logits, small.eval(small.variables, small.x, small.rr * 1.5))
     with pytest.raises(ValueError, match="rr"):
-        model.apply(variables, x)
+        jax.eval_shape(small.model.apply, small.variables, small.x)
+
+
+def test_conv_impls_give_the_same_model(small):
+    xla = small.model.clone(conv_impl="xla")
+    want = small.eval(small.variables, small.x, small.rr)
+    np.testing.assert_allclose(
+        jax.jit(xla.apply)(small.variables, small.x, small.rr), want, rtol=1e-4, atol=1e-5
+    )
+
+
+def test_adam_lowers_loss_on_synthetic_beats(small):
+    """30 Adam steps on one batch of two beat shapes at least halve the (eval-mode) loss."""
+    tx = optax.adam(3e-3)
+    params, stats = small.variables["params"], small.variables.get("batch_stats", {})
+    opt = tx.init(params)
+
+    @jax.jit
+    def step(params, stats, opt, key):
+        def loss_fn(params):
+            logits, updates = small.train(
+                {"params": params, "batch_stats": stats}, small.x, small.rr, key
+            )
+            return loss_of(logits, small.y), updates
+
+        grads, updates = jax.grad(loss_fn, has_aux=True)(params)
+        change, opt = tx.update(grads, opt, params)
+        return optax.apply_updates(params, change), updates.get("batch_stats", stats), opt
+
+    def eval_loss(params, stats):
+        variables = {"params": params, **({"batch_stats": stats} if stats else {})}
+        return float(loss_of(small.eval(variables, small.x, small.rr), small.y))
+
+    initial = eval_loss(params, stats)
+    for i in range(30):
+        params, stats, opt = step(params, stats, opt, jax.random.fold_in(KEY, 100 + i))
+    final = eval_loss(params, stats)
+    assert final < 0.5 * initial, (initial, final)
 
 
 def test_rr_features():
     rr = jnp.array([[0.8, 1.0, 0.5], [1.0, 1.0, 0.0]])
     f = layers.rr_features(rr)
     np.testing.assert_allclose(f[0], [0.8, 1.0, 0.5, 1.6, 2.0], rtol=1e-6)
-    assert np.isfinite(np.asarray(f)).all()
+    assert np.isfinite(np.asarray(f)).all()  # a zero local mean stays finite
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_adam_lowers_loss_on_synthetic_beats(name):
-    x, rr, y = synthetic_beats(32)
-    model = build_model(default_model_config(name), 2)
-    variables = model.init(RNGS, x)
-    params, stats = variables["params"], variables.get("batch_stats", {})
-    tx = optax.adam(1e-3)
-    opt = tx.init(params)
-
-    def loss_fn(params, stats, key):
-        logits, updates = model.apply(
-            {"params": params, "batch_stats": stats}, x, train=True,
-            rngs={"dropout": key}, mutable=["batch_stats"],
-        )
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), updates
-
-    @jax.jit
-    def step(params, stats, opt, key):
-        (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, key)
-        change, opt = tx.update(grads, opt, params)
-        return optax.apply_updates(params, change), updates.get("batch_stats", stats), opt, loss
-
-    def eval_loss(params, stats):
-        logits = model.apply({"params": params, "batch_stats": stats}, x)
-        return float(optax.softmax_cross_entropy_with_integer_labels(logits, y).mean())
-
-    initial = eval_loss(params, stats)
-    for i in range(30):
-        params, stats, opt, _ = step(params, stats, opt, jax.random.PRNGKey(i))
-    final = eval_loss(params, stats)
-    assert final < 0.5 * initial, (initial, final)
+# --- the patch-matmul convolution and the pooling variants -----------------------------------
 
 
 @pytest.mark.parametrize("impl", ["patch", "xla"])
@@ -135,31 +180,37 @@ def test_adam_lowers_loss_on_synthetic_beats(name):
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("kernel", [(5,), (4,), (3, 3), (2, 3)])
 def test_conv_equals_flax_conv(impl, padding, stride, kernel):
-    shape = (2, 187, 3) if len(kernel) == 1 else (2, 16, 11, 3)
-    x = jax.random.normal(jax.random.PRNGKey(0), shape)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 187, 3) if len(kernel) == 1 else (2, 16, 11, 3)).astype(np.float32)
     strides = (stride,) * len(kernel)
+    params = {
+        "params": {
+            "kernel": rng.normal(size=(*kernel, 3, 4)).astype(np.float32),
+            "bias": rng.normal(size=(4,)).astype(np.float32),
+        }
+    }
     ref = nn.Conv(4, kernel, strides=strides, padding=padding)
-    params = ref.init(jax.random.PRNGKey(1), x)
-    params = jax.tree.map(lambda p: p + 0.1, params)  # a nonzero bias too
     ours = layers.Conv(4, kernel, strides=strides, padding=padding, impl=impl)
-    assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) == jax.tree.map(
-        jnp.shape, params
-    )
-    want = ref.apply(params, x)
-    got = ours.apply(params, x)
+    shapes = jax.tree.map(jnp.shape, jax.eval_shape(ours.init, KEY, x))
+    assert shapes == jax.tree.map(jnp.shape, params)  # same parameter layout as nn.Conv
+    want = jax.jit(ref.apply)(params, x)
+    got = jax.jit(ours.apply)(params, x)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", ["reshape", "slices"])
 @pytest.mark.parametrize(
-    "window,strides,shape",
-    [((2,), (2,), (2, 187, 3)), ((5,), (2,), (2, 92, 3)), ((2, 2), (2, 2), (2, 16, 11, 3))],
+    "impl,window,strides,shape",
+    [
+        ("reshape", (2,), (2,), (2, 187, 3)),
+        ("slices", (2,), (2,), (2, 187, 3)),
+        ("slices", (5,), (2,), (2, 92, 3)),
+        ("reshape", (2, 2), (2, 2), (2, 16, 11, 3)),
+        ("slices", (2, 2), (2, 2), (2, 16, 11, 3)),
+    ],
 )
 def test_max_pool_equals_flax(impl, window, strides, shape):
-    if impl == "reshape" and window != strides:
-        pytest.skip("reshape pooling needs stride == window")
-    x = jax.random.normal(jax.random.PRNGKey(0), shape)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
 
     def ref(x):
         return nn.max_pool(x, window, strides, padding="VALID")
@@ -167,23 +218,18 @@ def test_max_pool_equals_flax(impl, window, strides, shape):
     def ours(x):
         return layers.max_pool(x, window, strides, impl=impl)
 
-    np.testing.assert_array_equal(ours(x), ref(x))
-    grad_ref = jax.grad(lambda x: (ref(x) ** 2).sum())(x)
-    grad_ours = jax.grad(lambda x: (ours(x) ** 2).sum())(x)
+    np.testing.assert_array_equal(jax.jit(ours)(x), jax.jit(ref)(x))
+    grad_ref = jax.jit(jax.grad(lambda x: (ref(x) ** 2).sum()))(x)
+    grad_ours = jax.jit(jax.grad(lambda x: (ours(x) ** 2).sum()))(x)
     np.testing.assert_allclose(grad_ours, grad_ref, rtol=1e-6)
 
 
-def test_conv_impls_give_the_same_model():
-    x, _, _ = synthetic_beats(2)
-    patch = build_model({"name": "resnet1d", "conv_impl": "patch"}, 5)
-    xla = build_model({"name": "resnet1d", "conv_impl": "xla"}, 5)
-    variables = patch.init(RNGS, x)
-    np.testing.assert_allclose(patch.apply(variables, x), xla.apply(variables, x), atol=1e-5)
+# --- architecture facts and configuration errors ---------------------------------------------
 
 
 def test_resnet1d_default_is_kachuee():
     model = build_model(default_model_config("resnet1d"), 5)
-    params = model.init(RNGS, synthetic_beats(1)[0])["params"]
+    params = jax.eval_shape(model.init, RNGS, synthetic_beats(1)[0])["params"]
     kernels = [p for p in jax.tree.leaves(params) if p.ndim == 3]
     assert len(kernels) == 11  # stem + 5 blocks x 2
     assert all(k.shape[0] == 5 and k.shape[-1] == 32 for k in kernels)
@@ -193,15 +239,18 @@ def test_resnet1d_default_is_kachuee():
 
 def test_cnn2d_shape_is_validated():
     with pytest.raises(UserError, match="height"):
-        build_model({"name": "cnn2d", "height": 15, "width": 12}, 5)
+        build_model({"name": "cnn2d", "height": 15, "width": 12}, 5)  # 180 < 187
     with pytest.raises(UserError, match="num_blocks"):
-        build_model({"name": "cnn2d", "num_blocks": 4}, 5)
+        build_model({"name": "cnn2d", "num_blocks": 4}, 5)  # 16x12 halved 4 times
     model = build_model({"name": "cnn2d", "height": 8, "width": 24}, 5)  # 192 as 8x24
-    assert init_and_apply(model, synthetic_beats(2)[0])[0].shape == (2, 5)
+    x = synthetic_beats(2)[0]
+    assert jax.eval_shape(model.apply, jax.eval_shape(model.init, RNGS, x), x).shape == (2, 5)
 
 
 def test_registry_errors_name_the_problem():
-    with pytest.raises(UserError, match="unknown model 'x'; choose one of cnn1d, cnn2d, resnet1d"):
+    with pytest.raises(
+        UserError, match="unknown model 'x'; choose one of cnn1d, cnn2d, resnet1d, transformer"
+    ):
         build_model({"name": "x"}, 5)
     with pytest.raises(UserError, match="unknown model"):
         default_model_config("nope")
@@ -219,7 +268,7 @@ def test_registry_errors_name_the_problem():
 
 def test_registry_accepts_configdict_overrides():
     cfg = default_model_config("cnn1d")
-    cfg.head_hidden = [32, 16]  # a list from a command line becomes a tuple
+    cfg.head_hidden = [32, 16]  # a list (from a command line) becomes a tuple
     cfg.width_mult = 1  # an int where a float is expected
     model = build_model(cfg, 2)
     assert model.head_hidden == (32, 16) and model.width_mult == 1.0

@@ -10,7 +10,7 @@ import ml_collections
 
 from heartjax.models import layers
 
-GLOBAL_POOLS = ("mean", "max", "flatten")
+GLOBAL_POOLS = ("max", "mean", "flatten")
 
 
 class Model(nn.Module):
@@ -24,7 +24,7 @@ class Model(nn.Module):
     norm: str = "batch"
     dropout: float = 0.2
     head_hidden: Sequence[int] = (64,)
-    global_pool: str = "mean"  # mean | max | flatten (keeps where in the beat a feature was)
+    global_pool: str = "max"  # max | mean | flatten (flatten keeps where in the beat)
     use_rr: bool = False
     conv_impl: str = "patch"
 
@@ -60,5 +60,5 @@ class Model(nn.Module):
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """A small plain CNN: 3 blocks of 16/32/64 channels, batch norm, mean pooling."""
+    """A small plain CNN: 3 blocks of 16/32/64 channels, batch norm, global max pooling."""
     return layers.config_of(Model, "cnn1d")

@@ -1,0 +1,65 @@
+"""Metrics from the confusion matrix and the losses, against hand-computed values."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from heartjax import losses, metrics
+
+
+def test_confusion_and_derived_metrics():
+    y = np.array([0, 0, 0, 1, 1, 2])
+    p = np.array([0, 0, 1, 1, 0, 2])
+    m = metrics.from_confusion(metrics.confusion_matrix(y, p, 3), ("a", "b", "c"))
+    assert m["confusion_matrix"] == [[2, 1, 0], [1, 1, 0], [0, 0, 1]]
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["per_class"]["a"]["recall"] == pytest.approx(2 / 3)
+    assert m["per_class"]["b"]["precision"] == pytest.approx(1 / 2)
+    assert m["macro_recall"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    assert m["min_recall"] == pytest.approx(0.5)
+
+
+def test_absent_class_does_not_enter_macro_average():
+    m = metrics.from_confusion(metrics.confusion_matrix([0, 1], [0, 1], 3), ("a", "b", "c"))
+    assert m["macro_recall"] == 1.0 and m["per_class"]["c"]["support"] == 0
+
+
+def test_roc_auc_and_average_precision():
+    y = np.array([0, 0, 1, 1])
+    s = np.array([0.1, 0.4, 0.35, 0.8])
+    assert metrics.roc_auc(y, s) == pytest.approx(0.75)
+    assert metrics.roc_auc(y, np.array([0.1, 0.2, 0.3, 0.4])) == 1.0
+    assert metrics.average_precision(y, s) == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_threshold_reaches_target_recall():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 500)
+    s = np.clip(y * 0.3 + rng.normal(0.4, 0.2, 500), 0, 1)
+    for target in (0.9, 0.97, 0.99):
+        thr = metrics.threshold_for_recall(y, s, target)
+        assert ((s >= thr) & (y == 1)).sum() / (y == 1).sum() >= target
+        # the highest such threshold: a slightly higher one misses the target
+        assert ((s > thr) & (y == 1)).sum() / (y == 1).sum() < target
+
+
+def test_losses():
+    logits = jnp.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+    y = jnp.array([0, 2])
+    ones = jnp.ones(3)
+    ce = losses.cross_entropy(logits, y, ones)
+    np.testing.assert_allclose(losses.weighted_cross_entropy(logits, y, ones), ce, rtol=1e-6)
+    np.testing.assert_allclose(losses.make_focal(0.0)(logits, y, ones), ce, rtol=1e-6)
+    assert (losses.make_focal(2.0)(logits, y, ones) < ce).all()
+    w = jnp.array([1.0, 1.0, 3.0])
+    np.testing.assert_allclose(losses.weighted_cross_entropy(logits, y, w), ce * jnp.array([1, 3]), rtol=1e-6)
+
+
+def test_class_weights_favour_rare_classes_and_average_one():
+    y = np.array([0] * 90 + [1] * 9 + [2] * 1)
+    w = losses.class_weights(y, 3, power=1.0)
+    assert w[2] > w[1] > w[0]
+    assert (w[y]).mean() == pytest.approx(1.0)
+    np.testing.assert_allclose(losses.class_weights(y, 3, power=0.0), 1.0)

@@ -1,0 +1,177 @@
+"""Tuning: search-space validation, conditional sampling, and real Ray Tune runs on PTB beats."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+import heartjax
+from heartjax import space
+from heartjax.cli import load_config
+from heartjax.errors import UserError
+from tests.conftest import REPO, assert_one_line_error, run_module
+
+
+@pytest.mark.parametrize(
+    "bad, needle",
+    [
+        ({"train": {"nope": ("uniform", 0.0, 1.0)}}, "no field train.nope"),
+        ({"train": {"loss": ("choice", [])}}, "non-empty"),
+        ({"train": {"learning_rate": ("loguniform", 1e-2, 1e-4)}}, "low"),
+        ({"train": {"learning_rate": ("loguniform", 0.0, 1e-4)}}, "low > 0"),
+        ({"train": {"learning_rate": ("gaussian", 0.0, 1.0)}}, "kind"),
+        ({"model": {"hidden": ("choice", [8, 16])}}, "model.name"),
+        ({"model": {"name": ("choice", ["cnn2d", "lstm"])}}, "unknown model"),
+        ({"model": {"hidden": ("choice", [8], "model.name=cnn2d")}}, None),  # valid
+    ],
+)
+def test_search_space_validation(bad, needle):
+    config = load_config("configs/ptb.py:smoke")
+    if needle is None:
+        config.tune.search_space = {"model": {"name": ("choice", ["cnn1d", "cnn2d"]), **bad["model"]}}
+        assert [p.path for p in space.parse(config.tune.search_space, config)][-1] == "model.hidden"
+        return
+    config.tune.search_space = bad
+    with pytest.raises(UserError, match=needle):
+        space.parse(config.tune.search_space, config)
+
+
+def test_conditional_fields_are_sampled_only_for_their_model():
+    config = load_config("configs/ptb.py:smoke")
+    config.tune.search_space = {
+        "model": {"name": ("choice", ["cnn1d", "cnn2d"]), "hidden": ("choice", [8, 24], "model.name=cnn2d")},
+        "train": {"learning_rate": ("loguniform", 1e-4, 1e-2)},
+    }
+    sampler = space.DefineByRun(tuple(space.parse(config.tune.search_space, config)))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(20):
+        values = sampler(study.ask())["params"]
+        seen.add(values["model.name"])
+        assert ("model.hidden" in values) == (values["model.name"] == "cnn2d")
+        c = space.apply(config, values)
+        assert c.model.name == values["model.name"] and 1e-4 <= c.train.learning_rate <= 1e-2
+        if values["model.name"] == "cnn2d":
+            assert c.model.hidden == values["model.hidden"] and "height" in c.model
+    assert seen == {"cnn1d", "cnn2d"}
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("--config.tune.search_alg=grid", "search_alg"),
+        ("--config.tune.scheduler=pbt", "scheduler"),
+        ("--config.tune.search_space.train.learning_rate=('loguniform', 1e-2, 1e-4)", "low"),
+        ("--config.tune.num_samples=0", "num_samples"),
+    ],
+)
+def test_bad_tune_config_fails_before_ray(override, needle, ptb_tables, tmp_path):
+    t0 = time.time()
+    result = run_module("heartjax.tune", "--config", "configs/ptb.py:smoke",
+                        f"--config.data.dir={ptb_tables}", override, "--workdir", tmp_path / "run")
+    assert_one_line_error(result, needle)
+    assert not (tmp_path / "run" / "ray").exists() and time.time() - t0 < 60
+
+
+def _tune_cmd(ptb_tables: Path, workdir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "heartjax.tune", "--config", "configs/ptb.py:smoke",
+            f"--config.data.dir={ptb_tables}", "--workdir", str(workdir), "--verbose", "0", *extra]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(ptb_tables, tmp_path_factory) -> Path:
+    """The PTB smoke tune: 8 trials with ASHA on the real beats."""
+    workdir = tmp_path_factory.mktemp("tune") / "run"
+    result = subprocess.run(_tune_cmd(ptb_tables, workdir), cwd=REPO, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def test_smoke_tune_runs_trials_and_asha_stops_some(smoke_run):
+    trials = pd.read_csv(smoke_run / "trials.csv")
+    assert len(trials) == 8 and trials["trial_id"].is_unique
+    assert (trials["status"] == "stopped").any() and (trials["status"] == "finished").any()
+    assert trials["val_macro_recall"].notna().all()
+    epochs = pd.read_csv(smoke_run / "epochs.csv")
+    assert set(epochs["trial_id"]) == set(trials["trial_id"])
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    assert summary["trials"] == 8 and summary["best"]["trial_id"] == trials.iloc[0]["trial_id"]
+    assert json.loads((smoke_run / "dataset.json").read_text())["dataset"] == "ptb"
+
+
+def test_best_checkpoint_of_run_loads_and_evaluates(smoke_run, ptb_tables):
+    trials = pd.read_csv(smoke_run / "trials.csv")
+    model = heartjax.load_checkpoint(smoke_run)
+    assert model.path.parts[-3] == trials.iloc[0]["trial_id"]  # trials/<id>/checkpoints/<step>
+    assert model.meta["score"] == pytest.approx(trials["val_macro_recall"].max())
+    result = run_module("heartjax.evaluate", "--checkpoint", smoke_run,
+                        "--data", ptb_tables / "heart_test.parq", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["checkpoint"] == str(model.path)
+
+
+def test_existing_run_needs_resume(smoke_run, ptb_tables):
+    before = (smoke_run / "trials.csv").read_text()
+    result = subprocess.run(_tune_cmd(ptb_tables, smoke_run), cwd=REPO, capture_output=True, text=True)
+    assert_one_line_error(result, "--resume")
+    assert (smoke_run / "trials.csv").read_text() == before
+
+
+def test_interrupted_run_resumes_without_losing_or_repeating_trials(ptb_tables, tmp_path):
+    workdir = tmp_path / "run"
+    proc = subprocess.Popen(_tune_cmd(ptb_tables, workdir), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # interrupt (Ctrl-C) once a few trials have reported
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(workdir.glob("trials/*/metrics.jsonl"))) < 3:
+        time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    first = pd.read_csv(workdir / "trials.csv") if (workdir / "trials.csv").exists() else None
+    assert first is None or len(first) <= 8
+    result = subprocess.run(_tune_cmd(ptb_tables, workdir, "--resume"), cwd=REPO,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = pd.read_csv(workdir / "trials.csv")
+    assert len(trials) == 8 and trials["trial_id"].is_unique
+    assert set(trials["status"]) <= {"finished", "stopped"}
+    if first is not None:  # every trial seen before the interruption is still there
+        assert set(first["trial_id"]) <= set(trials["trial_id"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tune_on_a_separately_started_ray_head(ptb_tables, tmp_path):
+    ray = str(Path(sys.executable).with_name("ray"))
+    port = _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    start = subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2",
+                            "--include-dashboard=false", "--disable-usage-stats"],
+                           capture_output=True, text=True, env=env, timeout=180)
+    assert start.returncode == 0, start.stderr[-2000:]
+    try:
+        result = subprocess.run(
+            _tune_cmd(ptb_tables, tmp_path / "run", f"--ray_address=127.0.0.1:{port}",
+                      "--config.tune.num_samples=2", "--config.train.epochs=1"),
+            cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        trials = pd.read_csv(tmp_path / "run" / "trials.csv")
+        assert len(trials) == 2 and (trials["status"] == "finished").all()
+    finally:
+        stop = subprocess.run([ray, "stop", "--force"], capture_output=True, text=True, timeout=120)
+    assert stop.returncode == 0
