@@ -15,7 +15,7 @@ def get_config(arg=None):
     if variant not in (*MODELS, "smoke"):
         raise UserError(f"configs/mitbih.py has no variant {variant!r}; use one of {', '.join(MODELS)}, smoke")
     c = base_config("mitbih", "resnet1d" if variant == "smoke" else variant)
-    c.train.epochs = 30
+    c.train.epochs = 20
     c.train.batch_size = 128
     c.train.learning_rate = 1e-3
 

@@ -28,6 +28,7 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     c.data.train_file = ""  # explicit table instead of data.dir's standard name
     c.data.val_fraction = 0.1  # stratified, seeded; tuning never looks at the test table
     c.data.seed = 0
+    c.data.train_limit = 0  # >0: train on a stratified subsample of this many beats (quick runs)
 
     c.model = default_model_config(model)
 
@@ -52,6 +53,8 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     c.train.eval_batch_size = 1024
     c.train.target_recall = 0.0  # binary tasks: >0 stores a threshold reaching it on validation
     c.train.log_every_calls = 10  # jitted calls per epoch (progress granularity)
+    c.train.init_from = ""  # checkpoint to start from (transfer learning); "" = random init
+    c.train.trainable = "all"  # all | head (fine-tune only the classification head)
 
     c.train.augment = ml_collections.ConfigDict()
     c.train.augment.scale = 0.0  # random amplitude scaling by 1 ± scale
@@ -97,6 +100,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(t.patience >= 1, f"train.patience={t.patience} must be >= 1")
     need(t.keep_checkpoints >= 1, f"train.keep_checkpoints={t.keep_checkpoints} must be >= 1")
     need(0.0 <= t.target_recall < 1.0, f"train.target_recall={t.target_recall} must be in [0, 1)")
+    need(t.trainable in ("all", "head"), f"train.trainable={t.trainable!r}; use all or head")
     from heartjax.metrics import SELECTABLE
 
     need(

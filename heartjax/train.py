@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -27,7 +28,7 @@ from flax.training import train_state
 from heartjax import checkpoint as ckpt
 from heartjax import losses, metrics, predict
 from heartjax.config import validate
-from heartjax.data import BeatTable, load_dataset, load_table, train_val_split
+from heartjax.data import BeatTable, load_dataset, load_table, stratified_split, train_val_split
 from heartjax.errors import UserError, cli_entry
 from heartjax.models import build_model
 
@@ -127,17 +128,38 @@ def create_optimizer(t: ml_collections.ConfigDict, steps_per_epoch: int) -> opta
 
 
 def create_train_state(
-    model: nn.Module, tx: optax.GradientTransformation, seed: int
+    model: nn.Module, tx: optax.GradientTransformation, seed: int, init_from: Any = None
 ) -> TrainState:
-    """Initialise parameters (and batch stats) from `seed`."""
+    """Initialise parameters (and batch stats) from `seed`, then copy in `init_from`'s
+    variables wherever the path and shape match (transfer learning: all but a resized head)."""
     x = jnp.zeros((2, 187), jnp.float32)
     variables = model.init(jax.random.PRNGKey(seed), x, jnp.ones((2, 3), jnp.float32), train=False)
+    if init_from is not None:
+        variables = transfer_variables(variables, init_from)
     return TrainState.create(
         apply_fn=model.apply,
         params=variables["params"],
         tx=tx,
         batch_stats=variables.get("batch_stats", {}),
     )
+
+
+def transfer_variables(target: Any, source: Any) -> Any:
+    """`target` with each leaf replaced by `source`'s leaf of the same path and shape."""
+    flat_src = traverse_util.flatten_dict(dict(source))
+    flat = traverse_util.flatten_dict(dict(target))
+    copied = {k: flat_src[k] for k, v in flat.items() if k in flat_src and flat_src[k].shape == v.shape}
+    if not any(k[0] == "params" for k in copied):
+        raise UserError("train.init_from: no parameter of that checkpoint fits this model; "
+                        "use the same model config as the checkpoint")
+    flat.update(copied)
+    return traverse_util.unflatten_dict(flat)
+
+
+def freeze_all_but_head(tx: optax.GradientTransformation, params: Any) -> optax.GradientTransformation:
+    """Only the classification head (the `Head_*` module) is trained; the rest stays fixed."""
+    labels = {k: ("train" if k.startswith("Head") else "freeze") for k in params}
+    return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -231,7 +253,11 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[BeatTable, BeatTable
             f"{table.path}: model.use_rr needs R-R columns; rebuild the tables with "
             "`python -m heartjax.data build` or set --config.model.use_rr=False"
         )
-    return train_val_split(table, d.val_fraction, d.seed)
+    train, val = train_val_split(table, d.val_fraction, d.seed)
+    if 0 < d.train_limit < len(train):  # quick runs: a stratified subsample of the training part
+        keep, _ = stratified_split(train.y, 1 - d.train_limit / len(train), d.seed)
+        train = train.subset(np.sort(keep))
+    return train, val
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -277,7 +303,11 @@ def train_and_evaluate(
     calls = max(min(t.log_every_calls, steps), 1)
     chunk = steps // calls  # the < `calls` leftover batches are dropped; data is reshuffled
     tx = create_optimizer(t, chunk * calls)
-    state = create_train_state(model, tx, t.seed)
+    source = _init_source(config, class_names)
+    if t.trainable == "head":
+        shapes = jax.eval_shape(lambda: create_train_state(model, tx, t.seed).params)
+        tx = freeze_all_but_head(tx, shapes)
+    state = create_train_state(model, tx, t.seed, source)
     stepper = make_stepper(t)
     predict_fn = predict.make_predict_fn(model.apply)
     train = to_arrays(train_table)
@@ -354,6 +384,21 @@ def train_and_evaluate(
     best["compile_s"] = compile_s
     (workdir / "best.json").write_text(json.dumps(best, indent=2))
     return best
+
+
+def _init_source(config: ml_collections.ConfigDict, class_names: tuple[str, ...]) -> Any:
+    """Variables of the checkpoint named by `train.init_from`, or None."""
+    if not config.train.init_from:
+        return None
+    from heartjax.checkpoint import load_checkpoint
+
+    source = load_checkpoint(config.train.init_from)
+    if source.config.model.name != config.model.name:
+        raise UserError(
+            f"train.init_from: the checkpoint is a {source.config.model.name}, this config a "
+            f"{config.model.name}; set --config.model.name={source.config.model.name}"
+        )
+    return source.variables
 
 
 def _meta(config, class_names, epoch, val_m, params, val_table, proba) -> dict[str, Any]:

@@ -37,9 +37,7 @@ def available_models() -> list[str]:
 
 def _module(name: object):
     if not isinstance(name, str) or name not in available_models():
-        raise UserError(
-            f"unknown model {name!r}; choose one of {', '.join(available_models())}"
-        )
+        raise UserError(f"unknown model {name!r}; choose one of {', '.join(available_models())}")
     return importlib.import_module(f"{__name__}.{name}")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -33,11 +33,15 @@ class Model(nn.Module):
         layers.check_common(self, ("num_blocks", "channels", "kernel_size"))
         layers.require(self.width_mult > 0, "width_mult", self.width_mult, "must be > 0")
         layers.require(
-            self.global_pool in GLOBAL_POOLS, "global_pool", self.global_pool,
+            self.global_pool in GLOBAL_POOLS,
+            "global_pool",
+            self.global_pool,
             f"choose one of {', '.join(GLOBAL_POOLS)}",
         )
         layers.require(
-            layers.BEAT_LENGTH // 2**self.num_blocks >= 1, "num_blocks", self.num_blocks,
+            layers.BEAT_LENGTH // 2**self.num_blocks >= 1,
+            "num_blocks",
+            self.num_blocks,
             f"{self.num_blocks} poolings by 2 shrink {layers.BEAT_LENGTH} samples to nothing",
         )
 

@@ -6,7 +6,7 @@ convs + 2x2 max-pool, flatten, dense 512, dropout, logits; ~7.9 M train FLOPs pe
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -39,12 +39,16 @@ class Model(nn.Module):
         require(self.width_mult > 0, "width_mult", self.width_mult, "must be > 0")
         area = self.height * self.width
         require(
-            area >= layers.BEAT_LENGTH, "height", self.height,
+            area >= layers.BEAT_LENGTH,
+            "height",
+            self.height,
             f"height*width={area} must be >= {layers.BEAT_LENGTH} samples (raise height or width)",
         )
         h, w = self.height // 2**self.num_blocks, self.width // 2**self.num_blocks
         require(
-            h >= 1 and w >= 1, "num_blocks", self.num_blocks,
+            h >= 1 and w >= 1,
+            "num_blocks",
+            self.num_blocks,
             f"{self.num_blocks} 2x2 poolings shrink {self.height}x{self.width} to nothing",
         )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -83,7 +83,9 @@ def extract_patches(
     else:
         raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
     x = jnp.pad(x, [(0, 0), *pads, (0, 0)])
-    out = [(n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in zip(spatial, pads, kernel_size, strides)]
+    out = [
+        (n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in zip(spatial, pads, kernel_size, strides)
+    ]
     slices = []
     for offsets in itertools.product(*(range(k) for k in kernel_size)):
         index = tuple(slice(o, o + (m - 1) * s + 1, s) for o, m, s in zip(offsets, out, strides))
@@ -122,38 +124,30 @@ class Conv(nn.Module):
 
 
 def max_pool(
-    x: jnp.ndarray, window: Sequence[int], strides: Sequence[int] | None = None, impl: str = "auto"
+    x: jnp.ndarray,
+    window: Sequence[int],
+    strides: Sequence[int] | None = None,
+    impl: str = "slices",
 ) -> jnp.ndarray:
-    """'VALID' max pooling of (B, *spatial, C); impl reshape | slices | xla | auto (fastest).
+    """'VALID' max pooling of (B, *spatial, C): elementwise max of the strided slices, or "xla".
 
-    XLA:CPU's reduce_window gradient (select-and-scatter) is slow; a reshape + max (when the
-    stride equals the window) or an elementwise max over the strided slices differentiate fast.
+    XLA:CPU differentiates reduce_window (nn.max_pool) through a slow select-and-scatter; the max
+    of the window's strided slices differentiates elementwise: measured 1.2-4x faster fwd+bwd
+    (and faster than a reshape + max when the stride equals the window).
     """
     window = tuple(window)
     strides = tuple(strides) if strides is not None else window
-    if impl == "auto":
-        impl = "reshape" if strides == window else "slices"
     if impl == "xla":
         return nn.max_pool(x, window, strides, padding="VALID")
-    if impl == "reshape":
-        if strides != window:
-            raise ValueError("reshape pooling needs strides == window")
-        out = [n // w for n, w in zip(x.shape[1:-1], window)]
-        x = x[(slice(None), *(slice(0, o * w) for o, w in zip(out, window)), slice(None))]
-        shape = [x.shape[0]]
-        for o, w in zip(out, window):
-            shape += [o, w]
-        x = x.reshape(*shape, x.shape[-1])
-        return x.max(axis=tuple(range(2, 2 * len(window) + 1, 2)))
-    if impl == "slices":
-        out = [(n - w) // s + 1 for n, w, s in zip(x.shape[1:-1], window, strides)]
-        y = None
-        for offsets in itertools.product(*(range(w) for w in window)):
-            index = tuple(slice(o, o + (m - 1) * s + 1, s) for o, m, s in zip(offsets, out, strides))
-            piece = x[(slice(None), *index, slice(None))]
-            y = piece if y is None else jnp.maximum(y, piece)
-        return y
-    raise ValueError(f"unknown max_pool impl {impl!r}")
+    if impl != "slices":
+        raise ValueError(f"max_pool impl must be 'slices' or 'xla', got {impl!r}")
+    out = [(n - w) // s + 1 for n, w, s in zip(x.shape[1:-1], window, strides)]
+    y = None
+    for offsets in itertools.product(*(range(w) for w in window)):
+        index = tuple(slice(o, o + (m - 1) * s + 1, s) for o, m, s in zip(offsets, out, strides))
+        piece = x[(slice(None), *index, slice(None))]
+        y = piece if y is None else jnp.maximum(y, piece)
+    return y
 
 
 def pooled_length(length: int, window: int, stride: int) -> int:

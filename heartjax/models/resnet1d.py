@@ -7,7 +7,7 @@ Defaults are the paper's: conv(32, k5), 5 residual blocks [conv k5 -> ReLU -> co
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -40,7 +40,9 @@ class Model(nn.Module):
         for _ in range(self.num_blocks):
             length = layers.pooled_length(length, self.pool_size, self.pool_stride)
         layers.require(
-            length >= 1, "num_blocks", self.num_blocks,
+            length >= 1,
+            "num_blocks",
+            self.num_blocks,
             f"{self.num_blocks} poolings (size {self.pool_size}, stride {self.pool_stride}) "
             f"shrink {layers.BEAT_LENGTH} samples to nothing",
         )

@@ -8,7 +8,7 @@ that sets the cost: stride 3 gives 63 tokens and ~0.24 G train FLOPs per beat (t
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -72,15 +72,17 @@ class Model(nn.Module):
         )
         layers.require(self.mlp_ratio > 0, "mlp_ratio", self.mlp_ratio, "must be > 0")
         layers.require(
-            self.hidden % self.num_heads == 0, "num_heads", self.num_heads,
+            self.hidden % self.num_heads == 0,
+            "num_heads",
+            self.num_heads,
             f"must divide hidden={self.hidden}",
         )
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, rr: jnp.ndarray | None = None, *, train: bool = False):
-        h = layers.Conv(
-            self.hidden, (self.stem_kernel,), (self.stem_stride,), impl=self.conv_impl
-        )(x[..., None])
+        h = layers.Conv(self.hidden, (self.stem_kernel,), (self.stem_stride,), impl=self.conv_impl)(
+            x[..., None]
+        )
         h = h + layers.sinusoidal_positions(h.shape[1], self.hidden)
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
         for _ in range(self.num_blocks):

@@ -1,0 +1,76 @@
+"""Every ablation script runs end to end in --quick mode on the real data; so does the notebook."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import nbformat
+import pandas as pd
+import pytest
+from nbclient import NotebookClient
+
+from heartjax.cli import load_config
+from heartjax.experiment import quick_overrides
+from heartjax.train import train_and_evaluate
+from tests.conftest import REPO
+
+
+def _run_script(name: str, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, f"experiments/{name}.py", "--quick", *map(str, args)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.parametrize("script, rows", [("loss", 4), ("reshape_2d", 6), ("resnet_size", 5)])
+def test_mitbih_ablation_quick(script, rows, mitbih_tables, tmp_path):
+    result = _run_script(script, "--data-dir", mitbih_tables, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "results.csv")
+    assert len(table) == rows and table["variant"].is_unique
+    assert table["test_macro_recall"].between(0, 1).all()
+    assert {"test_recall_S", "test_recall_F", "params", "train_s"} <= set(table.columns)
+    assert (tmp_path / "results.md").read_text().count("\n|") >= rows + 1
+    assert (tmp_path / "results.png").stat().st_size > 10_000
+    for variant in table["variant"]:
+        assert (tmp_path / variant / "test_metrics.json").is_file()
+
+
+def test_transfer_quick_on_real_ptb(mitbih_tables, ptb_tables, tmp_path):
+    result = _run_script("transfer", "--data-dir", ptb_tables, "--mitbih-dir", mitbih_tables,
+                         "--out", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "results.csv")
+    assert list(table["variant"]) == ["scratch", "finetune_all", "finetune_head"]
+    assert {"test_recall_abnormal", "test_recall_normal"} <= set(table.columns)
+    # fine-tuning only the head trains far fewer weights: the pretrained body must be unchanged
+    import heartjax
+
+    source = heartjax.load_checkpoint(tmp_path / "mitbih_source").variables["params"]
+    head = heartjax.load_checkpoint(tmp_path / "finetune_head").variables["params"]
+    import numpy as np
+
+    np.testing.assert_array_equal(source["Conv_0"]["kernel"], head["Conv_0"]["kernel"])
+
+
+def test_notebook_runs_headless(mitbih_tables, tmp_path):
+    config = load_config(str(REPO / "configs/mitbih.py:smoke"))
+    config.data.dir = str(mitbih_tables)
+    quick_overrides(config)
+    config.train.epochs = 1
+    train_and_evaluate(config, tmp_path / "run", progress=False)
+    nb = nbformat.read(REPO / "notebooks" / "classify_record.ipynb", as_version=4)
+    env = {"HEARTJAX_RUN": str(tmp_path / "run"), "HEARTJAX_RECORD": "208",
+           "HEARTJAX_MITDB": str(REPO.parent / "shared/data/physionet/mitdb"),
+           "HEARTJAX_NOTEBOOK_OUT": str(tmp_path)}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        NotebookClient(nb, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(REPO)}}).execute()
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "record 208:" in text and "accuracy" in text
+    assert (tmp_path / "record_208_beats.png").stat().st_size > 20_000

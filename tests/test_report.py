@@ -1,0 +1,160 @@
+"""The tuning report: one tiny real PTB tune, then `python -m heartjax.report` on it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import assert_one_line_error, run_module
+
+PLOTS = ("metric_vs_dropout", "metric_vs_batch_size", "metric_vs_learning_rate",
+         "metric_vs_weight_decay", "parallel_coordinates", "learning_curves", "confusion_matrix",
+         "per_class_recall", "pr_curve")
+CLASSES = ("normal", "abnormal")
+
+
+@pytest.fixture(scope="module")
+def tune_run(ptb_tables: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-trial, 2-epoch tune of the PTB smoke config on the real beats."""
+    workdir = tmp_path_factory.mktemp("report_tune") / "run"
+    result = run_module("heartjax.tune", "--config", "configs/ptb.py:smoke",
+                        f"--config.data.dir={ptb_tables}", "--config.tune.num_samples=3",
+                        "--config.train.epochs=2", "--workdir", workdir, "--verbose", "0",
+                        timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def report(tune_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The report CLI on the tune run: (out dir, completed process)."""
+    out = tmp_path_factory.mktemp("report") / "out"
+    result = run_module("heartjax.report", tune_run, "--out", out, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
+
+
+def _reported(tune_run: Path) -> pd.DataFrame:
+    trials = pd.read_csv(tune_run / "trials.csv", dtype={"trial_id": str})
+    ok = trials["status"].isin(["finished", "stopped"]) & trials["val_macro_recall"].notna()
+    return trials[ok].sort_values("val_macro_recall", ascending=False, kind="stable")
+
+
+def _md_rows(md: str) -> list[list[str]]:
+    """Body rows of the first markdown table: cells, stripped."""
+    lines = md[md.index("### Trials by"):].splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("|"))
+    rows = []
+    for ln in lines[start + 2:]:
+        if not ln.startswith("|"):
+            break
+        rows.append([c.strip() for c in ln.strip().strip("|").split(" | ")])
+    return rows
+
+
+def test_table_has_one_row_per_trial_best_first_with_test_metrics(tune_run, report):
+    out, result = report
+    reported = _reported(tune_run)
+    table = pd.read_csv(out / "summary.csv", dtype={"trial_id": str})
+    assert len(table) == len(reported) >= 1
+    assert table["trial_id"].tolist() == reported["trial_id"].tolist()
+    assert table["base"].tolist() == [True] + [False] * (len(table) - 1)
+    assert table["val_macro_recall"].is_monotonic_decreasing
+    assert set(table["status"]) <= {"finished", "stopped"}
+    columns = ["test_macro_recall", "test_macro_f1", "test_accuracy",
+               *(f"test_recall_{c}" for c in CLASSES), *(f"val_recall_{c}" for c in CLASSES)]
+    for col in columns:
+        assert table[col].between(0, 1).all(), col
+    assert (table["params_count"] > 0).all() and (table["train_s"] > 0).all()
+    # progress on stderr, one line per evaluated trial
+    assert f"evaluating {len(table)} trial checkpoints" in result.stderr
+    assert len(re.findall(r"\[\d+/\d+\] \w+: test macro recall", result.stderr)) == len(table)
+
+
+def test_test_metrics_match_heartjax_evaluate(tune_run, report, ptb_tables):
+    from heartjax.checkpoint import load_checkpoint
+    from heartjax.evaluate import evaluate
+
+    out, _ = report
+    table = pd.read_csv(out / "summary.csv", dtype={"trial_id": str})
+    best = table.iloc[0]
+    m = evaluate(load_checkpoint(tune_run / "trials" / best["trial_id"]),
+                 ptb_tables / "heart_test.parq")
+    assert best["test_macro_recall"] == pytest.approx(m["macro_recall"])
+    assert best["test_recall_abnormal"] == pytest.approx(m["per_class"]["abnormal"]["recall"])
+
+
+def test_markdown_table_blanks_values_equal_to_the_base_row(report):
+    out, _ = report
+    md = (out / "summary.md").read_text()
+    table = pd.read_csv(out / "summary.csv", dtype={"trial_id": str})
+    rows = _md_rows(md)
+    assert len(rows) == len(table)
+    assert rows[0][0] == "base" and rows[0][1] == table["trial_id"].iloc[0]
+    header = md[md.index("### Trials by"):].splitlines()[2]
+    cells = [c.strip() for c in header.strip().strip("|").split(" | ")]
+    col = cells.index("batch_size")
+    base = table["param:train.batch_size"].iloc[0]
+    assert rows[0][col] == str(base)
+    for row, value in zip(rows[1:], table["param:train.batch_size"].iloc[1:], strict=True):
+        assert row[col] == ("" if value == base else str(value))
+    test_col = cells.index("test macro recall")
+    assert all(re.fullmatch(r"0\.\d{3}|1\.000", r[test_col]) for r in rows)
+    assert "### Precision paid for recall" in md
+    assert re.search(r"recall >= 0\.99 of abnormal .* precision 0\.\d{3}", md)
+
+
+def test_plots_and_pdf_are_written(report):
+    out, _ = report
+    for name in PLOTS:
+        data = (out / f"{name}.png").read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", name
+        width, height = struct.unpack(">II", data[16:24])
+        assert width >= 500 and height >= 400 and len(data) > 15_000, (name, width, height)
+    pdf = (out / "report.pdf").read_bytes()
+    assert pdf[:5] == b"%PDF-" and len(pdf) > 50_000
+    assert len(re.findall(rb"/Type\s*/Page\b(?!s)", pdf)) >= 2
+
+
+def test_missing_test_table_is_a_note_not_a_crash(tune_run, tmp_path):
+    empty = tmp_path / "no_tables"
+    empty.mkdir()
+    result = run_module("heartjax.report", tune_run, "--out", tmp_path / "out", "--data-dir",
+                        empty, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "heart_test.parq not found" in md
+    table = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert "test_macro_recall" not in table or table["test_macro_recall"].isna().all()
+    assert len(_md_rows(md)) == len(table)
+    assert (tmp_path / "out" / "report.pdf").stat().st_size > 10_000
+
+
+def test_bad_inputs_are_one_line_errors(tune_run, tmp_path):
+    not_a_run = tmp_path / "empty"
+    not_a_run.mkdir()
+    assert_one_line_error(run_module("heartjax.report", not_a_run, "--out", tmp_path / "o1"),
+                          "not a heartjax tuning run")
+    missing = tmp_path / "nope"
+    assert_one_line_error(run_module("heartjax.report", missing, "--out", tmp_path / "o2"),
+                          "no such folder")
+    # a run whose trials all failed: nothing to report
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    for name in ("config.json", "summary.json", "dataset.json"):
+        shutil.copy(tune_run / name, failed / name)
+    trials = pd.read_csv(tune_run / "trials.csv", dtype={"trial_id": str})
+    trials.assign(status="error").to_csv(failed / "trials.csv", index=False)
+    assert_one_line_error(run_module("heartjax.report", failed, "--out", tmp_path / "o3"),
+                          "no finished or stopped trial")
+    (failed / "summary.json").write_text("{not json")
+    assert_one_line_error(run_module("heartjax.report", failed, "--out", tmp_path / "o4"),
+                          "summary.json")
+    assert_one_line_error(run_module("heartjax.report", tune_run, "--out", tmp_path / "o5",
+                                     "--target-recall", "1.5"), "target-recall")
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 6))
