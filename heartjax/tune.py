@@ -59,14 +59,17 @@ def check_tune_config(config: ml_collections.ConfigDict) -> list[space.Param]:
         raise UserError(f"bad config: tune.search_alg={t.search_alg!r}; use one of {', '.join(SEARCH_ALGS)}")
     if t.scheduler not in SCHEDULERS:
         raise UserError(f"bad config: tune.scheduler={t.scheduler!r}; use one of {', '.join(SCHEDULERS)}")
-    if t.mode not in ("max", "min"):
-        raise UserError(f"bad config: tune.mode={t.mode!r}; use max or min")
     if t.num_samples < 1:
         raise UserError(f"bad config: tune.num_samples={t.num_samples} must be >= 1")
     if t.max_concurrent_trials < 1:
         raise UserError(f"bad config: tune.max_concurrent_trials={t.max_concurrent_trials} must be >= 1")
-    if not t.metric.startswith("val_"):
-        raise UserError(f"bad config: tune.metric={t.metric!r}; tune on validation metrics (val_...)")
+    from heartjax.metrics import SELECTABLE
+
+    if t.metric not in {f"val_{m}" for m in SELECTABLE} or t.mode != "max":
+        raise UserError(
+            f"bad config: tune.metric={t.metric!r} (mode {t.mode}); tune a validation metric to "
+            f"maximise: {', '.join('val_' + m for m in SELECTABLE)}"
+        )
     if t.search_alg == "bohb":
         try:
             import ConfigSpace  # noqa: F401
@@ -164,6 +167,8 @@ def run(
     from heartjax.train import load_splits
 
     params = check_tune_config(config)
+    # trials keep checkpoints by the tuned metric, so the run's best checkpoint is the best trial's
+    config.train.select_metric = config.tune.metric[len("val_"):]
     workdir = Path(workdir).absolute()
     ray_dir = workdir / RAY_DIR
     if resume and not ray_dir.exists():
@@ -281,6 +286,14 @@ def trial_status(result, ray_state: str) -> str:
     return "finished" if (result.metrics or {}).get("final") else "stopped"
 
 
+def _error_line(error: BaseException) -> str:
+    """The trial's own exception, not Ray's wrapper line (last line of the text, no colours)."""
+    import re
+
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:300]
+
+
 def write_tables(workdir: Path, results, config, params, wall_s: float) -> dict[str, Any]:
     """`trials.csv` (one row per trial), `epochs.csv` (one per trial-epoch), `summary.json`."""
     t = config.tune
@@ -303,7 +316,7 @@ def write_tables(workdir: Path, results, config, params, wall_s: float) -> dict[
                         "train_s": float(df["epoch_s"].sum())})
             row.update({c: float(best[c]) for c in cols if c.startswith("val_")})
         if result.error is not None:
-            row["error"] = str(result.error).splitlines()[0][:200] if str(result.error) else type(result.error).__name__
+            row["error"] = _error_line(result.error)
         if result.metrics and "params" in result.metrics:
             row["params_count"] = int(result.metrics["params"])
         row["workdir"] = str(workdir / "trials" / trial_id)
@@ -314,7 +327,8 @@ def write_tables(workdir: Path, results, config, params, wall_s: float) -> dict[
     trials.to_csv(workdir / "trials.csv", index=False)
     if epochs:
         pd.concat(epochs, ignore_index=True).to_csv(workdir / "epochs.csv", index=False)
-    best = trials.iloc[0].to_dict() if t.metric in trials else {}
+    ok = trials[trials["status"].isin(["finished", "stopped"])] if t.metric in trials else trials.iloc[:0]
+    best = ok.iloc[0].to_dict() if len(ok) else {}
     previous = workdir / "summary.json"
     if previous.exists():  # a resumed run: wall time adds up over its sessions
         wall_s += json.loads(previous.read_text()).get("wall_s", 0.0)
