@@ -23,16 +23,17 @@ from heartjax.errors import UserError
 from heartjax.models.layers import model_fields
 
 
-@functools.cache
 def available_models() -> list[str]:
     """Names of the modules of this package that define a `Model`, sorted."""
-    names = []
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_"):
-            continue
-        if hasattr(importlib.import_module(f"{__name__}.{info.name}"), "Model"):
-            names.append(info.name)
-    return sorted(names)
+    return list(_scan())
+
+
+@functools.cache
+def _scan() -> tuple[str, ...]:
+    names = [info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_")]
+    return tuple(
+        sorted(n for n in names if hasattr(importlib.import_module(f"{__name__}.{n}"), "Model"))
+    )
 
 
 def _module(name: object):

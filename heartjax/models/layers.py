@@ -3,7 +3,8 @@
 Convolutions default to "patch-matmul": the k shifted slices of the padded input are concatenated
 on the channel axis, `(B, L, k*C_in)`, and multiplied once by the kernel. It computes exactly what
 `nn.Conv` computes, with the same parameters, but XLA:CPU differentiates a matmul much faster than a
-convolution (measured: ~18x faster training for cnn2d). `impl="xla"` keeps the native conv.
+convolution (measured, fwd+bwd+Adam: cnn2d ~10x, resnet1d ~20x faster). `impl="xla"` keeps the
+native conv.
 """
 
 from __future__ import annotations
