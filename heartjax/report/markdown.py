@@ -1,0 +1,79 @@
+"""summary.md: per run its facts, the Table-3-style table, notes, loss tables and plots."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from heartjax.report.overview import operating_text, overview_lines, threshold_text
+from heartjax.report.tables import display_columns, display_rows, loss_rows
+
+if TYPE_CHECKING:
+    from heartjax.report.build import RunReport
+
+INTRO = ("Each table follows Table 3 of *Attention Is All You Need*: the best trial is the "
+         "base row and the others follow by the tuning metric; a blank hyperparameter cell "
+         "means the trial used the base row's value (`n/a`: the field did not exist for it). "
+         "Validation metrics are the tuning run's, at each trial's best epoch with the "
+         "arg-max rule; test metrics come from each trial's best checkpoint on the held-out "
+         "test table with the checkpoint's own decision rule, as `python -m "
+         "heartjax.evaluate` reports them. Stopped trials were ended early by the scheduler "
+         "and trained fewer epochs.")
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
+             align: str | None = None) -> str:
+    """A markdown table; `align` has one `l` or `r` per column."""
+    def esc(s: str) -> str:
+        return str(s).replace("|", "\\|").replace("\n", " ")
+
+    align = align or "l" * len(headers)
+    rule = ["---:" if a == "r" else ":---" for a in align]
+    lines = ["| " + " | ".join(esc(h) for h in headers) + " |", "| " + " | ".join(rule) + " |"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _loss_section(r: RunReport) -> list[str]:
+    lines = ["### What the loss did to per-class recall", ""]
+    for title, df in r.losses:
+        headers = [c.replace("val_recall_", "val recall ")
+                   .replace("test_recall_", "test recall ").replace("_", " ")
+                   for c in df.columns]
+        align = "".join("r" if df[c].dtype.kind in "fi" else "l" for c in df.columns)
+        lines += [f"Mean recall per class over the trials, {title}:", "",
+                  md_table(headers, loss_rows(df), align), ""]
+    return lines
+
+
+def _md_run(r: RunReport, out: Path) -> list[str]:
+    run = r.run
+    lines = [f"## {run.name} ({run.dataset})", ""]
+    lines += [f"- {ln}" for ln in overview_lines(r)] + [""]
+    lines += [f"> Note: {note}" for note in r.notes] + ([""] if r.notes else [])
+    cols = display_columns(run, r.table)
+    right = ("params_count", "train_s", "epochs")
+    align = "".join("l" if c.group in ("", "hp") and c.key not in right else "r" for c in cols)
+    lines += [f"### Trials by {run.metric}", "",
+              md_table([c.md for c in cols], display_rows(run, r.table, cols), align), ""]
+    if threshold := threshold_text(r):
+        lines += [threshold, ""]
+    if operating := operating_text(r):
+        lines += ["### Precision paid for recall", "", " ".join(operating), ""]
+    if r.losses:
+        lines += _loss_section(r)
+    lines += ["### Plots", ""]
+    for key, p in r.plots.items():
+        rel = p.relative_to(out) if p.is_relative_to(out) else p
+        lines += [f"![{key}]({rel.as_posix()})", ""]
+    return lines
+
+
+def write_markdown(reports: list[RunReport], path: Path) -> Path:
+    """summary.md: per run its facts, the Table-3-style table, notes and plots."""
+    lines = ["# heartjax tuning report", "", INTRO, ""]
+    for r in reports:
+        lines += _md_run(r, path.parent)
+    path.write_text("\n".join(lines))
+    return path
