@@ -32,8 +32,9 @@ $(DATA)/ptb/heart_train.parq: | setup
 
 data-ptb: $(DATA)/ptb/heart_train.parq
 
+# Rerunning `make tune` continues an interrupted run instead of refusing to overwrite it.
 tune: setup data
-	$(PY) -m heartjax.tune --config $(CONFIG) --workdir $(WORKDIR)
+	$(PY) -m heartjax.tune --config $(CONFIG) --workdir $(WORKDIR) $(if $(wildcard $(WORKDIR)/ray),--resume)
 
 train: setup data
 	$(PY) -m heartjax.train --config $(CONFIG) --workdir runs/train-$(notdir $(basename $(CONFIG)))

@@ -28,8 +28,11 @@ def get_config(arg=None):
             "class_weight_power": ("uniform", 0.25, 1.0),
         },
     }
+    # The default budget: ~30-40 min on a 2-core laptop (2 trials at a time, ASHA), capped at 1 h.
+    # Scale up with --config.tune.num_samples=64 (more cores, a GPU or a Ray cluster).
     c.tune.num_samples = 8
     c.tune.grace_period = 3
+    c.tune.time_budget_s = 3600
 
     if variant == "smoke":
         c.model.num_blocks = 1
