@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import requests
 import wfdb
-from conftest import run_data_cli
+from tests.conftest import run_data_cli
 
 from heartjax.data import (
     CLASS_NAMES,
