@@ -173,6 +173,7 @@ def load_checkpoint(path: str | Path) -> Predictor:
     from heartjax.models import build_model
 
     step_dir, meta = best_checkpoint(path)
+    step_dir = step_dir.absolute()  # Orbax refuses relative paths
     config = ml_collections.ConfigDict(meta["config"])
     class_names = tuple(meta["class_names"])
     model = build_model(config.model, len(class_names))

@@ -67,6 +67,12 @@ def test_checkpoint_round_trip_matches_evaluate(ptb_run, ptb_tables):
     np.testing.assert_array_equal(heartjax.load_checkpoint(ptb_run).predict_proba(test.x), proba)
 
 
+def test_load_checkpoint_from_a_relative_path(ptb_run, monkeypatch):
+    monkeypatch.chdir(ptb_run.parent)
+    model = heartjax.load_checkpoint(ptb_run.name)
+    assert model.path.is_absolute() and model.predict(np.zeros((3, 187), np.float32)).shape == (3,)
+
+
 def test_evaluate_text_and_plot(ptb_run, ptb_tables, tmp_path):
     png = tmp_path / "cm.png"
     result = run_module("heartjax.evaluate", "--checkpoint", ptb_run,
