@@ -97,7 +97,7 @@ def test_threshold_for_target_recall_is_stored_and_applied(ptb_tables, tmp_path)
     config.train.target_recall = 0.99
     train_and_evaluate(config, tmp_path / "run", progress=False)
     model = heartjax.load_checkpoint(tmp_path / "run")
-    assert model.threshold is not None
+    assert model.threshold is not None and 0 < model.threshold <= 0.5
     val_like = load_table(ptb_tables / "heart_train.parq")
     proba = model.predict_proba(val_like.x)
     np.testing.assert_array_equal(model.predict(val_like.x), (proba[:, 1] >= model.threshold))
