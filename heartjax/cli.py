@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import ml_collections
 

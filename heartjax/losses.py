@@ -7,7 +7,7 @@ jitted step serves every loss and a population can vary them per member.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

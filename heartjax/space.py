@@ -14,8 +14,9 @@ quniform low high step. Sampling is define-by-run (Optuna), so conditional space
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import ml_collections
 

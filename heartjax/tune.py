@@ -10,7 +10,6 @@ can stop bad trials early. Afterwards the run folder holds a tidy table of every
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time

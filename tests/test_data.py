@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 import requests
 import wfdb
-from tests.conftest import run_data_cli
 
 from heartjax.data import (
     CLASS_NAMES,
@@ -33,6 +32,7 @@ from heartjax.data import (
 from heartjax.data.__main__ import DEFAULT_LEADS
 from heartjax.data.splits import DS1, DS2, PACED, group_split
 from heartjax.errors import UserError
+from tests.conftest import run_data_cli
 
 # wfdb (third-party) uses a pandas idiom that pandas 3 deprecates; nothing we can act on here.
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.set_index")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import time
-
-import numpy as np
 from collections.abc import Sequence
 from typing import NoReturn
+
+import numpy as np
 
 from heartjax.data.splits import SPLITS
 from heartjax.data.tables import CLASS_NAMES
@@ -146,7 +146,7 @@ def run_split(args: argparse.Namespace) -> None:
     train_idx, test_idx = stratified_split(table.y, args.test_fraction, args.seed)
     out = Path(args.out)
     names = TABLE_FILES[table.dataset]
-    for name, idx in zip(names, (train_idx, test_idx)):
+    for name in names:
         if (out / name).exists():
             raise UserError(f"{out / name} exists; remove it or pick another --out")
     out.mkdir(parents=True, exist_ok=True)
