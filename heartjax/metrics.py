@@ -93,11 +93,16 @@ def average_precision(y_true: np.ndarray, score: np.ndarray) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def threshold_for_recall(y_true: np.ndarray, score: np.ndarray, target: float) -> float:
-    """The highest threshold whose recall of the positive class reaches `target`."""
+def threshold_for_recall(
+    y_true: np.ndarray, score: np.ndarray, target: float, cap: float = 0.5
+) -> float:
+    """The decision threshold for recall first: the highest threshold whose recall of the
+    positive class reaches `target`, but never above `cap` (0.5: arg-max), so the rule only
+    ever trades precision for recall, never recall for precision."""
     _, recall, thresholds = precision_recall_curve(y_true, score)
     ok = np.flatnonzero(recall >= target)
-    return float(thresholds[ok[0]]) if len(ok) else float(np.min(score))
+    best = float(thresholds[ok[0]]) if len(ok) else float(np.min(score))
+    return min(best, cap)
 
 
 def evaluate_predictions(

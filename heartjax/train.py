@@ -414,10 +414,9 @@ def _meta(config, class_names, epoch, val_m, params, val_table, proba) -> dict[s
         "threshold": None,
     }
     if len(class_names) == 2 and config.train.target_recall > 0:
-        # Recall first: lower the threshold until validation (never test) reaches the target
-        # recall; never raise it above 0.5, which would trade recall away for precision.
-        meta["threshold"] = min(
-            0.5, metrics.threshold_for_recall(val_table.y, proba[:, 1], config.train.target_recall)
+        # recall first: chosen on validation, never on test
+        meta["threshold"] = metrics.threshold_for_recall(
+            val_table.y, proba[:, 1], config.train.target_recall
         )
     return meta
 

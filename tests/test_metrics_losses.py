@@ -39,10 +39,13 @@ def test_threshold_reaches_target_recall():
     y = rng.integers(0, 2, 500)
     s = np.clip(y * 0.3 + rng.normal(0.4, 0.2, 500), 0, 1)
     for target in (0.9, 0.97, 0.99):
-        thr = metrics.threshold_for_recall(y, s, target)
+        thr = metrics.threshold_for_recall(y, s, target, cap=1.0)
         assert ((s >= thr) & (y == 1)).sum() / (y == 1).sum() >= target
         # the highest such threshold: a slightly higher one misses the target
         assert ((s > thr) & (y == 1)).sum() / (y == 1).sum() < target
+    # recall first: by default the rule never raises the threshold above arg-max's 0.5
+    assert metrics.threshold_for_recall(y, s, 0.5) == 0.5
+    assert metrics.threshold_for_recall(y, s, 0.99) < 0.5
 
 
 def test_losses():
