@@ -38,7 +38,7 @@ class Param:
         """Draw a value through an Optuna trial (define-by-run)."""
         a = self.args
         if self.kind == "choice":
-            return a[0][trial.suggest_categorical(self.path + "#i", list(range(len(a[0]))))]
+            return a[0][trial.suggest_categorical(self.path + ":index", list(range(len(a[0]))))]
         if self.kind == "uniform":
             return trial.suggest_float(self.path, a[0], a[1])
         if self.kind == "loguniform":

@@ -175,3 +175,16 @@ def test_tune_on_a_separately_started_ray_head(ptb_tables, tmp_path):
     finally:
         stop = subprocess.run([ray, "stop", "--force"], capture_output=True, text=True, timeout=120)
     assert stop.returncode == 0
+
+
+def test_mlflow_logs_every_trial(ptb_tables, tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    workdir = tmp_path / "run"
+    result = subprocess.run(
+        _tune_cmd(ptb_tables, workdir, "--mlflow", "--config.tune.num_samples=2",
+                  "--config.train.epochs=1"),
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert len(runs) == 2 and runs["metrics.val_macro_recall"].notna().all()
