@@ -1,9 +1,7 @@
 """Does the loss buy recall on the rare classes? Cross-entropy vs class-weighted CE vs focal
 loss, for the default MIT-BIH resnet1d; the table shows each class's test recall."""
 
-from heartjax.cli import load_config
-from heartjax.errors import cli_entry
-from heartjax.experiment import CONFIGS, parse_args, run_variants
+from heartjax.experiment import run_script
 
 VARIANTS = {
     "ce": {"train.loss": "ce"},
@@ -13,13 +11,5 @@ VARIANTS = {
 }
 
 
-@cli_entry
-def main() -> None:
-    args = parse_args(__doc__, "runs/experiments/loss")
-    table = run_variants(load_config(f"{CONFIGS}/mitbih.py"), VARIANTS, args.out,
-                         quick=args.quick, data_dir=args.data_dir, epochs=args.epochs)
-    print(table.to_string(index=False))
-
-
 if __name__ == "__main__":
-    main()
+    run_script(__doc__, "mitbih.py", VARIANTS, "runs/experiments/loss")

@@ -1,9 +1,7 @@
 """Is the course's 16x12 "image" of a beat worth it? The 2D CNN on other reshapes of the
 zero-padded beat (12x16, 8x24, 24x8, 4x48) against a plain 1D CNN, on MIT-BIH."""
 
-from heartjax.cli import load_config
-from heartjax.errors import cli_entry
-from heartjax.experiment import CONFIGS, parse_args, run_variants
+from heartjax.experiment import run_script
 
 VARIANTS = {
     "2d_16x12": {},
@@ -15,13 +13,5 @@ VARIANTS = {
 }
 
 
-@cli_entry
-def main() -> None:
-    args = parse_args(__doc__, "runs/experiments/reshape_2d")
-    table = run_variants(load_config(f"{CONFIGS}/mitbih.py:cnn2d"), VARIANTS, args.out,
-                         quick=args.quick, data_dir=args.data_dir, epochs=args.epochs)
-    print(table.to_string(index=False))
-
-
 if __name__ == "__main__":
-    main()
+    run_script(__doc__, "mitbih.py:cnn2d", VARIANTS, "runs/experiments/reshape_2d")

@@ -104,6 +104,21 @@ def run_variants(
     return table
 
 
+def run_script(doc: str, config: str, variants: Variants, default_out: str) -> None:
+    """The whole `main` of a one-config ablation script: flags, runs, printed table."""
+    from heartjax.cli import load_config
+    from heartjax.errors import cli_entry
+
+    @cli_entry
+    def main() -> None:
+        args = parse_args(doc, default_out)
+        table = run_variants(load_config(f"{CONFIGS}/{config}"), variants, args.out,
+                             quick=args.quick, data_dir=args.data_dir, epochs=args.epochs)
+        print(table.to_string(index=False))
+
+    main()
+
+
 def _markdown(table: pd.DataFrame, quick: bool) -> str:
     cols = [c for c in table.columns if c not in ("best_epoch",)]
     fmt = table[cols].copy()
