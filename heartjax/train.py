@@ -13,7 +13,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -212,14 +211,7 @@ def train_step(state, batch, rng, class_weights, *, loss_fn, aug):
     return state, loss
 
 
-@dataclass(frozen=True)
-class Stepper:
-    """The jitted program of one training run: a chunk of an epoch as one `lax.scan`."""
-
-    train_chunk: Callable
-
-
-def make_stepper(t: ml_collections.ConfigDict) -> Stepper:
+def make_train_chunk(t: ml_collections.ConfigDict) -> Callable:
     """Jit a `lax.scan` over a chunk of batches; the data stays on the device."""
     loss_fn = losses.get_loss(t.loss, t.focal_gamma)
     aug = t.augment
@@ -235,7 +227,7 @@ def make_stepper(t: ml_collections.ConfigDict) -> Stepper:
         state, loss = jax.lax.scan(body, state, (perm, keys))
         return state, loss.mean()
 
-    return Stepper(jax.jit(train_chunk, donate_argnums=0))
+    return jax.jit(train_chunk, donate_argnums=0)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -309,7 +301,7 @@ def train_and_evaluate(
         shapes = jax.eval_shape(lambda: create_train_state(model, tx, t.seed).params)
         tx = freeze_all_but_head(tx, shapes)
     state = create_train_state(model, tx, t.seed, source)
-    stepper = make_stepper(t)
+    train_chunk = make_train_chunk(t)
     predict_fn = predict.make_predict_fn(model.apply)
     train = to_arrays(train_table)
     val = to_arrays(val_table)
@@ -333,7 +325,7 @@ def train_and_evaluate(
             losses_ = []
             with _progress(calls * chunk * batch, f"epoch {epoch}/{t.epochs}", progress) as bar:
                 for i, k in enumerate(jax.random.split(k_steps, calls)):
-                    state, loss = stepper.train_chunk(state, train, perm[i], k, weights)
+                    state, loss = train_chunk(state, train, perm[i], k, weights)
                     losses_.append(loss)
                     loss.block_until_ready()  # honest progress; ~10 syncs an epoch cost nothing
                     if compile_s is None:
