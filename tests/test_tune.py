@@ -160,11 +160,18 @@ def test_tune_on_a_separately_started_ray_head(ptb_tables, tmp_path):
     ray = str(Path(sys.executable).with_name("ray"))
     port = _free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    start = subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2",
-                            "--include-dashboard=false", "--disable-usage-stats"],
-                           capture_output=True, text=True, env=env, timeout=180)
-    assert start.returncode == 0, start.stderr[-2000:]
+    # --block keeps the head in this one process: ending it stops this head only, not any
+    # other Ray on the machine (`ray stop` would stop them all)
+    head = subprocess.Popen([ray, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--include-dashboard=false", "--disable-usage-stats"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(1)
         result = subprocess.run(
             _tune_cmd(ptb_tables, tmp_path / "run", f"--ray_address=127.0.0.1:{port}",
                       "--config.tune.num_samples=2", "--config.train.epochs=1"),
@@ -173,8 +180,9 @@ def test_tune_on_a_separately_started_ray_head(ptb_tables, tmp_path):
         trials = pd.read_csv(tmp_path / "run" / "trials.csv")
         assert len(trials) == 2 and (trials["status"] == "finished").all()
     finally:
-        stop = subprocess.run([ray, "stop", "--force"], capture_output=True, text=True, timeout=120)
-    assert stop.returncode == 0
+        head.send_signal(signal.SIGTERM)
+        head.wait(timeout=120)
+    assert head.returncode is not None
 
 
 def test_mlflow_logs_every_trial(ptb_tables, tmp_path):
