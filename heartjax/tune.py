@@ -190,7 +190,9 @@ def run(
 
     try:
         ray.init(
-            address=address,
+            # "local" starts a private Ray: without it ray.init() joins the last `ray start`
+            # cluster recorded in /tmp/ray, even a dead one left by an earlier session
+            address=address or "local",
             runtime_env={"env_vars": thread_env(config.tune.cpus_per_trial)},
             include_dashboard=False,
             log_to_driver=verbose > 1,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -162,7 +164,11 @@ def test_tune_on_a_separately_started_ray_head(ptb_tables, tmp_path):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     # --block keeps the head in this one process: ending it stops this head only, not any
     # other Ray on the machine (`ray stop` would stop them all)
+    # a private temp dir: `ray start` records its address in /tmp/ray, where later plain
+    # ray.init() calls on the machine would find it after this head is gone
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths are limited
     head = subprocess.Popen([ray, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}",
                              "--include-dashboard=false", "--disable-usage-stats"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
@@ -182,7 +188,26 @@ def test_tune_on_a_separately_started_ray_head(ptb_tables, tmp_path):
     finally:
         head.send_signal(signal.SIGTERM)
         head.wait(timeout=120)
+        shutil.rmtree(temp_dir, ignore_errors=True)
     assert head.returncode is not None
+
+
+def test_local_run_ignores_a_stale_ray_start_address(ptb_tables, tmp_path):
+    # `ray start` records its address in $RAY_TMPDIR/ray; a plain ray.init() would join it even
+    # after that cluster is gone (how CI once hung): a local tune must start its own Ray
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{_free_port()}")
+    try:
+        result = subprocess.run(
+            _tune_cmd(ptb_tables, tmp_path / "run", "--config.tune.num_samples=1",
+                      "--config.train.epochs=1"),
+            cwd=REPO, capture_output=True, text=True, timeout=600,
+            env={**os.environ, "RAY_TMPDIR": str(ray_tmp)})
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(pd.read_csv(tmp_path / "run" / "trials.csv")) == 1
 
 
 def test_mlflow_logs_every_trial(ptb_tables, tmp_path):
