@@ -75,6 +75,10 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     c.tune.gpus_per_trial = 0.0
     c.tune.time_budget_s = 0  # 0: no limit
     c.tune.seed = 0
+    # >1: each trial trains this many models at once (heartjax.population), drawing the
+    # member-level fields of the space (learning rate, weight decay, class-weight power, seed)
+    # per member; Ray's searcher and scheduler see the trial's best member.
+    c.tune.population = 1
     # Mirrors the config: a leaf is (kind, *args[, "path=value" condition]); see heartjax.space.
     c.tune.search_space = ml_collections.ConfigDict()
     return c

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ml_collections
+import numpy as np
 
 from heartjax.errors import UserError
 
@@ -46,6 +47,19 @@ class Param:
         if self.kind == "randint":
             return trial.suggest_int(self.path, a[0], a[1])
         return trial.suggest_float(self.path, a[0], a[1], step=a[2])
+
+    def draw(self, rng: np.random.Generator) -> Any:
+        """Draw a value at random (population members inside a trial)."""
+        a = self.args
+        if self.kind == "choice":
+            return a[0][int(rng.integers(len(a[0])))]
+        if self.kind == "uniform":
+            return float(rng.uniform(a[0], a[1]))
+        if self.kind == "loguniform":
+            return float(np.exp(rng.uniform(np.log(a[0]), np.log(a[1]))))
+        if self.kind == "randint":
+            return int(rng.integers(a[0], a[1] + 1))
+        return float(a[0] + a[2] * rng.integers(round((a[1] - a[0]) / a[2]) + 1))
 
 
 def _leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:

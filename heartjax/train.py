@@ -26,7 +26,7 @@ from flax import traverse_util
 from flax.training import train_state
 
 from heartjax import checkpoint as ckpt
-from heartjax import losses, metrics, predict
+from heartjax import losses, metrics, population, predict
 from heartjax.config import validate
 from heartjax.data import BeatTable, load_dataset, load_table, stratified_split, train_val_split
 from heartjax.errors import UserError, cli_entry
@@ -46,9 +46,11 @@ class Arrays(NamedTuple):
 
 
 class TrainState(train_state.TrainState):
-    """Flax TrainState plus batch-norm statistics (an empty dict for models without them)."""
+    """Flax TrainState plus batch-norm statistics (an empty dict for models without them) and
+    the key stream of dropout and augmentation (its own per population member)."""
 
     batch_stats: Any = None
+    rng: Any = None
 
 
 def enable_compilation_cache() -> None:
@@ -133,7 +135,8 @@ def create_train_state(
     """Initialise parameters (and batch stats) from `seed`, then copy in `init_from`'s
     variables wherever the path and shape match (transfer learning: all but a resized head)."""
     x = jnp.zeros((2, 187), jnp.float32)
-    variables = model.init(jax.random.PRNGKey(seed), x, jnp.ones((2, 3), jnp.float32), train=False)
+    k_init, k_train = jax.random.split(jax.random.PRNGKey(seed))
+    variables = model.init(k_init, x, jnp.ones((2, 3), jnp.float32), train=False)
     if init_from is not None:
         variables = transfer_variables(variables, init_from)
     return TrainState.create(
@@ -141,6 +144,7 @@ def create_train_state(
         params=variables["params"],
         tx=tx,
         batch_stats=variables.get("batch_stats", {}),
+        rng=k_train,
     )
 
 
@@ -196,10 +200,10 @@ def _apply(state: TrainState, params: Any, x, rr, rng):
     return state.apply_fn(variables, x, rr, train=True, rngs={"dropout": rng}), state.batch_stats
 
 
-def train_step(state, batch, rng, class_weights, *, loss_fn, aug):
+def train_step(state, batch, class_weights, *, loss_fn, aug):
     """One optimiser step on a batch (x, y, rr); returns the new state and the batch loss."""
     x, y, rr = batch
-    k_aug, k_drop = jax.random.split(rng)
+    rng, k_aug, k_drop = jax.random.split(state.rng, 3)
     x = augment(x, k_aug, aug)
 
     def loss_of(params):
@@ -207,7 +211,7 @@ def train_step(state, batch, rng, class_weights, *, loss_fn, aug):
         return loss_fn(logits, y, class_weights).mean(), stats
 
     (loss, stats), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
-    state = state.apply_gradients(grads=grads, batch_stats=stats)
+    state = state.apply_gradients(grads=grads, batch_stats=stats, rng=rng)
     return state, loss
 
 
@@ -216,18 +220,65 @@ def make_train_chunk(t: ml_collections.ConfigDict) -> Callable:
     loss_fn = losses.get_loss(t.loss, t.focal_gamma)
     aug = t.augment
 
-    def train_chunk(state, data: Arrays, perm, rng, class_weights):
+    def train_chunk(state, data: Arrays, perm, class_weights):
         # perm: (steps, batch) indices into data; one scan = many steps with no host round trip.
-        def body(state, inp):
-            idx, key = inp
+        def body(state, idx):
             batch = (data.x[idx], data.y[idx], data.rr[idx])
-            return train_step(state, batch, key, class_weights, loss_fn=loss_fn, aug=aug)
+            return train_step(state, batch, class_weights, loss_fn=loss_fn, aug=aug)
 
-        keys = jax.random.split(rng, perm.shape[0])
-        state, loss = jax.lax.scan(body, state, (perm, keys))
+        state, loss = jax.lax.scan(body, state, perm)
         return state, loss.mean()
 
     return jax.jit(train_chunk, donate_argnums=0)
+
+
+class EpochPlan(NamedTuple):
+    """How an epoch is cut: `calls` jitted calls of `chunk` steps of `batch` beats each."""
+
+    calls: int
+    chunk: int
+    batch: int
+
+    @classmethod
+    def of(cls, n: int, batch_size: int, calls: int) -> EpochPlan:
+        """Plan for `n` beats; the < calls*batch leftover beats are dropped (reshuffled each epoch)."""
+        batch = max(min(batch_size, n), 1)
+        steps = n // batch
+        calls = max(min(calls, steps), 1)
+        return cls(calls, steps // calls, batch)
+
+    @property
+    def steps(self) -> int:
+        return self.calls * self.chunk
+
+    @property
+    def beats(self) -> int:
+        return self.steps * self.batch
+
+
+def run_epoch(
+    train_chunk: Callable,
+    state: Any,
+    data: Arrays,
+    plan: EpochPlan,
+    rng: jax.Array,
+    *chunk_args: Any,
+    on_chunk: Callable[[], None] | None = None,
+) -> tuple[Any, np.ndarray]:
+    """One epoch over a permutation of `data` drawn from `rng`: `plan.calls` calls of
+    `train_chunk`. Returns the new state and the chunk losses (one per call; a population's
+    have a member axis). `on_chunk` runs after each call has finished (progress, timing).
+    """
+    perm = jax.random.permutation(rng, data.x.shape[0])[: plan.beats]
+    perm = perm.reshape(plan.calls, plan.chunk, plan.batch)
+    chunk_losses = []
+    for i in range(plan.calls):
+        state, loss = train_chunk(state, data, perm[i], *chunk_args)
+        chunk_losses.append(loss)
+        if on_chunk is not None:
+            loss.block_until_ready()  # honest progress; ~10 syncs an epoch cost nothing
+            on_chunk()
+    return state, np.asarray(jax.device_get(chunk_losses))
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -263,6 +314,7 @@ def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str | Path,
     *,
+    members: list[dict[str, Any]] | None = None,
     report: ReportFn | None = None,
     progress: bool = True,
     splits: tuple[BeatTable, BeatTable] | None = None,
@@ -272,6 +324,10 @@ def train_and_evaluate(
 
     Keeps the best-k checkpoints by `train.select_metric`, stops after `train.patience` epochs
     without improvement, and logs every epoch to `metrics.jsonl` and TensorBoard.
+
+    `members` (dicts over `population.MEMBER_FIELDS`, e.g. `{"train.learning_rate": 3e-4}`)
+    trains that many models at once in one program. Each epoch every member is evaluated;
+    `members.jsonl` logs all of them, `metrics.jsonl` and the checkpoints follow the best one.
     """
     validate(config)
     enable_compilation_cache()
@@ -280,6 +336,9 @@ def train_and_evaluate(
         raise UserError(
             f"{workdir} already holds a trained run; pick a new --workdir or pass --overwrite"
         )
+    configs = population.member_configs(config, members) if members else [config]
+    for c in configs:
+        validate(c)
     if overwrite:
         ckpt.clear_run(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -290,76 +349,95 @@ def train_and_evaluate(
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
 
     model = build_model(config.model, num_classes)
-    n = len(train_table)
-    batch = min(t.batch_size, n)
-    steps = n // batch
-    calls = max(min(t.log_every_calls, steps), 1)
-    chunk = steps // calls  # the < `calls` leftover batches are dropped; data is reshuffled
-    tx = create_optimizer(t, chunk * calls)
+    plan = EpochPlan.of(len(train_table), t.batch_size, t.log_every_calls)
+    tx = create_optimizer(t, plan.steps)
     source = _init_source(config, class_names)
     if t.trainable == "head":
         shapes = jax.eval_shape(lambda: create_train_state(model, tx, t.seed).params)
         tx = freeze_all_but_head(tx, shapes)
-    state = create_train_state(model, tx, t.seed, source)
-    train_chunk = make_train_chunk(t)
+
+    def create(seed: int) -> TrainState:
+        return create_train_state(model, tx, seed, source)
+
+    if members:
+        state = population.create_population_state(create, configs)
+        train_chunk = population.make_population_chunk(t)
+        weights = population.class_weights(train_table.y, num_classes, configs)
+    else:
+        state = create(t.seed)
+        train_chunk = make_train_chunk(t)
+        weights = population.class_weights(train_table.y, num_classes, configs)[0]
     predict_fn = predict.make_predict_fn(model.apply)
     train = to_arrays(train_table)
     val = to_arrays(val_table)
-    weights = losses.class_weights(train_table.y, num_classes, t.class_weight_power)
-    weights = jnp.asarray(weights if t.loss != "ce" else np.ones(num_classes, np.float32))
-    params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(state.params))
+    one = population.unstack(state, 0) if members else state
+    params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(one.params))
 
     manager = ckpt.Manager(workdir, t.select_metric, t.keep_checkpoints)
     writer = _tensorboard(workdir)
-    log_path = workdir / "metrics.jsonl"
     rng = jax.random.PRNGKey(t.seed + 1)
     best: Metrics = {}
     best_score, since_best = -math.inf, 0
     compile_s = None
     try:
         for epoch in range(1, t.epochs + 1):
-            rng, k_perm, k_steps = jax.random.split(rng, 3)
-            perm = jax.random.permutation(k_perm, n)[: calls * chunk * batch]
-            perm = perm.reshape(calls, chunk, batch)
+            rng, k_epoch = jax.random.split(rng)
             t0 = time.perf_counter()
-            losses_ = []
-            with _progress(calls * chunk * batch, f"epoch {epoch}/{t.epochs}", progress) as bar:
-                for i, k in enumerate(jax.random.split(k_steps, calls)):
-                    state, loss = train_chunk(state, train, perm[i], k, weights)
-                    losses_.append(loss)
-                    loss.block_until_ready()  # honest progress; ~10 syncs an epoch cost nothing
+            with _progress(plan.beats, f"epoch {epoch}/{t.epochs}", progress) as bar:
+
+                def on_chunk(t0: float = t0) -> None:
+                    nonlocal compile_s
                     if compile_s is None:
                         compile_s = time.perf_counter() - t0
-                    bar.update(chunk * batch)
-                train_loss = float(np.mean(jax.device_get(losses_)))
+                    bar.update(plan.chunk * plan.batch)
+
+                state, epoch_losses = run_epoch(
+                    train_chunk, state, train, plan, k_epoch, weights, on_chunk=on_chunk
+                )
             train_s = time.perf_counter() - t0
-            variables = predict.variables_of(state.params, state.batch_stats)
-            proba = predict.predict_proba(predict_fn, variables, val.x, val.rr, t.eval_batch_size)
-            val_m = metrics.evaluate_predictions(val_table.y, proba, class_names)
-            if not math.isfinite(train_loss):
-                raise FloatingPointError(f"training diverged at epoch {epoch} (loss {train_loss})")
             # the first epoch includes compilation; count only the steps after the first call
             timed = train_s - (compile_s if epoch == 1 else 0.0)
-            beats = (calls - (1 if epoch == 1 else 0)) * chunk * batch
-            row = {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "beats_per_s": beats / timed if timed > 0 and beats else float("nan"),
-                "epoch_s": train_s,
-                **metrics.flat_scalars(val_m, "val_"),
-            }
-            score = val_m[t.select_metric]
-            improved = score > best_score
+            beats = (plan.calls - (1 if epoch == 1 else 0)) * plan.chunk * plan.batch
+            member_loss = np.atleast_1d(epoch_losses.mean(axis=0))
+            if not np.isfinite(member_loss).any():
+                raise FloatingPointError(f"training diverged at epoch {epoch} (loss {member_loss})")
+            rows, evals = [], []
+            for i in range(len(configs)):
+                one = population.unstack(state, i) if members else state
+                variables = predict.variables_of(one.params, one.batch_stats)
+                proba = predict.predict_proba(predict_fn, variables, val.x, val.rr, t.eval_batch_size)
+                val_m = metrics.evaluate_predictions(val_table.y, proba, class_names)
+                evals.append((one, val_m, proba))
+                rows.append({
+                    "epoch": epoch,
+                    "train_loss": float(member_loss[i]),
+                    "beats_per_s": beats / timed if timed > 0 and beats else float("nan"),
+                    "epoch_s": train_s,
+                    **metrics.flat_scalars(val_m, "val_"),
+                    **({"member": i} if members else {}),
+                })
+            # a diverged member (NaN loss) never leads; the others go on
+            scores = [val_m[t.select_metric] if math.isfinite(r["train_loss"]) else -math.inf
+                      for r, (_, val_m, _) in zip(rows, evals)]
+            lead = int(np.argmax(scores))
+            row, (one, val_m, proba) = rows[lead], evals[lead]
+            improved = scores[lead] > best_score
             ckpt_dir = None
             if improved:
-                best_score, since_best = score, 0
-                meta = _meta(config, class_names, epoch, val_m, params, val_table, proba)
-                ckpt_dir = manager.save(epoch, state, meta, score)
+                best_score, since_best = scores[lead], 0
+                meta = _meta(configs[lead], class_names, epoch, val_m, params, val_table, proba)
+                ckpt_dir = manager.save(epoch, one, meta, scores[lead])
                 best = {"epoch": epoch, "val": val_m, "checkpoint": str(ckpt_dir), "params": params}
+                if members:
+                    best.update(member=lead, member_values=members[lead])
             else:
                 since_best += 1
             row["final"] = int(epoch == t.epochs or since_best >= t.patience)
-            _log(log_path, writer, row)
+            _log(workdir / "metrics.jsonl", writer, row)
+            if members:
+                with (workdir / "members.jsonl").open("a") as f:
+                    for r, m in zip(rows, members):
+                        f.write(json.dumps({**r, **m}) + "\n")
             if progress:
                 print(_epoch_line(row, t.select_metric, improved), flush=True)
             if report is not None:

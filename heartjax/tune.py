@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import ml_collections
 import numpy as np
 import pandas as pd
 
-from heartjax import space
+from heartjax import population, space
 from heartjax.config import validate
 from heartjax.errors import UserError, cli_entry
 
@@ -60,6 +61,8 @@ def check_tune_config(config: ml_collections.ConfigDict) -> list[space.Param]:
         raise UserError(f"bad config: tune.scheduler={t.scheduler!r}; use one of {', '.join(SCHEDULERS)}")
     if t.num_samples < 1:
         raise UserError(f"bad config: tune.num_samples={t.num_samples} must be >= 1")
+    if t.population < 1:
+        raise UserError(f"bad config: tune.population={t.population} must be >= 1")
     if t.max_concurrent_trials < 1:
         raise UserError(f"bad config: tune.max_concurrent_trials={t.max_concurrent_trials} must be >= 1")
     from heartjax.metrics import SELECTABLE
@@ -89,13 +92,21 @@ def trainable(trial_config: dict[str, Any], base: dict[str, Any], run_dir: str, 
 
     values = trial_config.get("params", trial_config)  # BOHB passes the values flat
     config = space.apply(ml_collections.ConfigDict(base), values)
-    workdir = Path(run_dir) / "trials" / tune.get_context().get_trial_id()
+    trial_id = tune.get_context().get_trial_id()
+    workdir = Path(run_dir) / "trials" / trial_id
+    members = None
+    if config.tune.population > 1:  # seeded by the trial id: a restarted trial redraws the same
+        params = space.parse(config.tune.search_space, config)
+        members = population.sample_members(
+            params, values, config.tune.population, config.train.seed, zlib.crc32(trial_id.encode())
+        )
 
     def report(epoch: int, row: dict[str, float], ckpt_dir) -> None:
         tune.report({**row, "checkpoint_dir": str(ckpt_dir or "")})
 
     # A restarted trial starts over: the partial run of the interrupted attempt is replaced.
-    train_and_evaluate(config, workdir, report=report, progress=False, splits=splits, overwrite=True)
+    train_and_evaluate(config, workdir, members=members, report=report, progress=False,
+                       splits=splits, overwrite=True)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -299,7 +310,7 @@ def write_tables(workdir: Path, results, config, params, wall_s: float) -> dict[
     """`trials.csv` (one row per trial), `epochs.csv` (one per trial-epoch), `summary.json`."""
     t = config.tune
     states = trial_states(workdir / RAY_DIR)
-    rows, epochs = [], []
+    rows, epochs, members = [], [], []
     for result in results:
         trial_id = result.metrics.get("trial_id") if result.metrics else None
         trial_id = trial_id or Path(result.path).name.split("_")[1]
@@ -316,6 +327,13 @@ def write_tables(workdir: Path, results, config, params, wall_s: float) -> dict[
             row.update({"epochs": int(df["epoch"].max()), "best_epoch": int(best["epoch"]),
                         "train_s": float(df["epoch_s"].sum())})
             row.update({c: float(best[c]) for c in cols if c.startswith("val_")})
+        member_rows = _members(workdir / "trials" / trial_id, trial_id, t.metric)
+        if member_rows is not None and len(member_rows):
+            members.append(member_rows)
+            # the trial's checkpoint and reported metrics are its best member's: so are its values
+            lead = member_rows.loc[member_rows[t.metric].idxmax()]
+            row["member"] = int(lead["member"])
+            row.update({f"param:{k}": lead[k] for k in member_rows.columns if k in population.MEMBER_FIELDS})
         if result.error is not None:
             row["error"] = _error_line(result.error)
         if result.metrics and "params" in result.metrics:
@@ -328,6 +346,8 @@ def write_tables(workdir: Path, results, config, params, wall_s: float) -> dict[
     trials.to_csv(workdir / "trials.csv", index=False)
     if epochs:
         pd.concat(epochs, ignore_index=True).to_csv(workdir / "epochs.csv", index=False)
+    if members:
+        pd.concat(members, ignore_index=True).to_csv(workdir / "members.csv", index=False)
     ok = trials[trials["status"].isin(["finished", "stopped"])] if t.metric in trials else trials.iloc[:0]
     best = ok.iloc[0].to_dict() if len(ok) else {}
     previous = workdir / "summary.json"
@@ -338,6 +358,9 @@ def write_tables(workdir: Path, results, config, params, wall_s: float) -> dict[
         "mode": t.mode,
         "num_samples": t.num_samples,
         "trials": int(len(trials)),
+        "population": t.population,
+        # configurations trained: each population trial trains `population` of them
+        "configurations": int(sum(len(m) for m in members)) if members else int(len(trials)),
         "status_counts": trials["status"].value_counts().to_dict(),
         "wall_s": wall_s,
         "search_alg": t.search_alg,
@@ -349,11 +372,24 @@ def write_tables(workdir: Path, results, config, params, wall_s: float) -> dict[
     return summary
 
 
+def _members(trial_dir: Path, trial_id: str, metric: str) -> pd.DataFrame | None:
+    """A population trial's members, one row each at its best epoch (None without a population)."""
+    path = trial_dir / "members.jsonl"
+    if not path.exists():
+        return None
+    df = pd.read_json(path, lines=True)
+    df = df.loc[df.groupby("member")[metric].idxmax()].reset_index(drop=True)
+    df.insert(0, "trial_id", trial_id)
+    return df
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """A few lines for the terminal at the end of a run."""
     best = summary["best"]
     counts = ", ".join(f"{v} {k}" for k, v in summary["status_counts"].items())
     lines = [f"{summary['trials']} trials ({counts}) in {summary['wall_s'] / 60:.1f} min"]
+    if summary.get("population", 1) > 1:
+        lines.append(f"populations of {summary['population']}: {summary['configurations']} configurations trained")
     if summary["status_counts"].get("interrupted"):
         lines.append("the run was interrupted: the same command with --resume continues it")
     if best:

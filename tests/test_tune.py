@@ -221,3 +221,24 @@ def test_mlflow_logs_every_trial(ptb_tables, tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     runs = mlflow.search_runs(search_all_experiments=True)
     assert len(runs) == 2 and runs["metrics.val_macro_recall"].notna().all()
+
+
+def test_population_tune_reports_trials_and_configurations_truthfully(ptb_tables, tmp_path):
+    workdir = tmp_path / "run"
+    result = subprocess.run(
+        _tune_cmd(ptb_tables, workdir, "--config.tune.population=3", "--config.tune.num_samples=2",
+                  "--config.train.epochs=1", "--config.tune.scheduler=fifo"),
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "6 configurations" in result.stdout
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert (summary["trials"], summary["population"], summary["configurations"]) == (2, 3, 6)
+    members = pd.read_csv(workdir / "members.csv")
+    assert len(members) == 6 and set(members["member"]) == {0, 1, 2}
+    trials = pd.read_csv(workdir / "trials.csv")
+    for _, trial in trials.iterrows():  # a trial's values and metric are its best member's
+        mine = members[members["trial_id"] == trial["trial_id"]]
+        lead = mine.loc[mine["val_macro_recall"].idxmax()]
+        assert trial["member"] == lead["member"]
+        assert trial["param:train.learning_rate"] == pytest.approx(lead["train.learning_rate"])
+        assert trial["val_macro_recall"] == pytest.approx(lead["val_macro_recall"])
