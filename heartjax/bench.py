@@ -30,7 +30,7 @@ import numpy as np
 from heartjax import population, predict
 from heartjax import train as T
 from heartjax.config import base_config
-from heartjax.errors import UserError, cli_entry
+from heartjax.errors import Parser, UserError, cli_entry
 from heartjax.models import build_model
 
 SIZES = {"ptb": 11_641, "mitbih": 87_554}  # training beats of each dataset's standard split
@@ -220,7 +220,7 @@ def _csv(kind, allowed=None):
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m heartjax.bench",
         description="Measure heartjax's training and evaluation speed on this machine.",
     )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -30,3 +31,10 @@ def cli_entry(main: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as a one-line UserError instead of usage + exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{self.prog}: {message} (see --help)")

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
-from typing import NoReturn
 
 import numpy as np
 
 from heartjax.data.splits import SPLITS
 from heartjax.data.tables import CLASS_NAMES
-from heartjax.errors import UserError, cli_entry
+from heartjax.errors import Parser, UserError, cli_entry
 
 DESCRIPTION = """\
 Build, download and check ECG beat tables (187 samples at 125 Hz + a class label per row).
@@ -26,13 +25,6 @@ Example:
   python -m heartjax.data build mitbih --raw ../shared/data/physionet/mitdb --out data
   python -m heartjax.data check data/heart_big_train.parq --plot data/plots
 """
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as a one-line UserError instead of usage + exit."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UserError(f"{self.prog}: {message} (see --help)")
 
 
 # Shown in --help without importing the (slow to import) builder; a test pins them to
