@@ -9,7 +9,7 @@ PTB_SAMPLE ?= ../shared/data/course/ptb_sample.parq
 CONFIG ?= configs/mitbih.py
 WORKDIR ?= runs/mitbih
 
-.PHONY: setup data data-ptb tune train test lint clean
+.PHONY: setup data data-ptb tune train ptb-best test lint clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,16 @@ tune: setup data
 
 train: setup data
 	$(PY) -m heartjax.train --config $(CONFIG) --workdir runs/train-$(notdir $(basename $(CONFIG)))
+
+# PTB with transfer (configs/ptb.py:best): the MIT-BIH source model, then the PTB fine-tune and
+# its test metrics (with the threshold chosen on validation) in reports/ptb_best_test.json.
+runs/mitbih-source/best.json: | setup data
+	$(PY) -m heartjax.train --config configs/mitbih.py --config.train.epochs=8 --workdir runs/mitbih-source --overwrite
+
+ptb-best: setup data-ptb runs/mitbih-source/best.json
+	$(PY) -m heartjax.train --config configs/ptb.py:best --workdir runs/ptb-best --overwrite
+	$(PY) -m heartjax.evaluate --checkpoint runs/ptb-best --data $(DATA)/ptb/heart_test.parq --json > reports/ptb_best_test.json
+	$(PY) -m heartjax.evaluate --checkpoint runs/ptb-best --data $(DATA)/ptb/heart_test.parq
 
 test: setup
 	$(PY) -m pytest -q

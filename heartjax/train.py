@@ -463,7 +463,11 @@ def _init_source(config: ml_collections.ConfigDict, class_names: tuple[str, ...]
         return None
     from heartjax.checkpoint import load_checkpoint
 
-    source = load_checkpoint(config.train.init_from)
+    try:
+        source = load_checkpoint(config.train.init_from)
+    except UserError as e:
+        raise UserError(f"train.init_from={config.train.init_from!r}: {e} (train the source model "
+                        "first, or point init_from at a trained run)") from None
     if source.config.model.name != config.model.name:
         raise UserError(
             f"train.init_from: the checkpoint is a {source.config.model.name}, this config a "

@@ -158,3 +158,12 @@ def test_cnn1d_beats_majority_baseline_on_real_ptb(ptb_tables, tmp_path):
     majority = max(np.mean(test.y), 1 - np.mean(test.y))
     assert majority == pytest.approx(0.72, abs=0.01)
     assert acc > majority + 0.06, acc
+
+
+def test_transfer_config_without_its_source_model_is_one_line(ptb_tables, tmp_path):
+    result = run_module("heartjax.train", "--config", "configs/ptb.py:best",
+                        f"--config.data.dir={ptb_tables}",
+                        f"--config.train.init_from={tmp_path / 'no-source'}",
+                        "--workdir", tmp_path / "run")
+    assert_one_line_error(result, "train.init_from", "no-source")
+    assert not (tmp_path / "run" / "checkpoints").exists()
