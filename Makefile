@@ -9,7 +9,7 @@ PTB_SAMPLE ?= ../shared/data/course/ptb_sample.parq
 CONFIG ?= configs/mitbih.py
 WORKDIR ?= runs/mitbih
 
-.PHONY: setup data data-ptb tune train ptb-best test lint clean
+.PHONY: setup data data-ptb tune train mitbih-best ptb-best test lint clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,12 @@ tune: setup data
 
 train: setup data
 	$(PY) -m heartjax.train --config $(CONFIG) --workdir runs/train-$(notdir $(basename $(CONFIG)))
+
+# MIT-BIH best (configs/mitbih.py:best, ~20 min here) and its test metrics in reports/.
+mitbih-best: setup data
+	$(PY) -m heartjax.train --config configs/mitbih.py:best --workdir runs/mitbih-best --overwrite
+	$(PY) -m heartjax.evaluate --checkpoint runs/mitbih-best --data $(DATA)/heart_big_test.parq --json > reports/mitbih_best_test.json
+	$(PY) -m heartjax.evaluate --checkpoint runs/mitbih-best --data $(DATA)/heart_big_test.parq --plot reports/mitbih_best_cm.png
 
 # PTB with transfer (configs/ptb.py:best): the MIT-BIH source model, then the PTB fine-tune and
 # its test metrics (with the threshold chosen on validation) in reports/ptb_best_test.json.

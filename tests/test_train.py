@@ -167,3 +167,11 @@ def test_transfer_config_without_its_source_model_is_one_line(ptb_tables, tmp_pa
                         "--workdir", tmp_path / "run")
     assert_one_line_error(result, "train.init_from", "no-source")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_best_configs_are_the_measured_recipes():
+    mitbih = load_config("configs/mitbih.py:best")
+    assert (mitbih.model.name, mitbih.model.use_rr, mitbih.train.epochs) == ("resnet1d", True, 20)
+    ptb = load_config("configs/ptb.py:best")
+    assert (ptb.model.name, ptb.train.trainable, ptb.train.target_recall) == ("resnet1d", "all", 0.97)
+    assert ptb.train.init_from == "runs/mitbih-source" and ptb.train.augment.shift == 3
