@@ -40,18 +40,22 @@ train: setup data
 	$(PY) -m heartjax.train --config $(CONFIG) --workdir runs/train-$(notdir $(basename $(CONFIG)))
 
 # MIT-BIH best (configs/mitbih.py:best, ~20 min here) and its test metrics in reports/.
-mitbih-best: setup data
-	$(PY) -m heartjax.train --config configs/mitbih.py:best --workdir runs/mitbih-best --overwrite
+runs/mitbih-best/best.json: | setup data
+	$(PY) -m heartjax.train --config configs/mitbih.py:best --workdir runs/mitbih-best
+
+mitbih-best: runs/mitbih-best/best.json
 	$(PY) -m heartjax.evaluate --checkpoint runs/mitbih-best --data $(DATA)/heart_big_test.parq --json > reports/mitbih_best_test.json
 	$(PY) -m heartjax.evaluate --checkpoint runs/mitbih-best --data $(DATA)/heart_big_test.parq --plot reports/mitbih_best_cm.png
 
 # PTB with transfer (configs/ptb.py:best): the MIT-BIH source model, then the PTB fine-tune and
 # its test metrics (with the threshold chosen on validation) in reports/ptb_best_test.json.
 runs/mitbih-source/best.json: | setup data
-	$(PY) -m heartjax.train --config configs/mitbih.py --config.train.epochs=8 --workdir runs/mitbih-source --overwrite
+	$(PY) -m heartjax.train --config configs/mitbih.py --config.train.epochs=8 --workdir runs/mitbih-source
 
-ptb-best: setup data-ptb runs/mitbih-source/best.json
-	$(PY) -m heartjax.train --config configs/ptb.py:best --workdir runs/ptb-best --overwrite
+runs/ptb-best/best.json: | setup data-ptb runs/mitbih-source/best.json
+	$(PY) -m heartjax.train --config configs/ptb.py:best --workdir runs/ptb-best
+
+ptb-best: runs/ptb-best/best.json
 	$(PY) -m heartjax.evaluate --checkpoint runs/ptb-best --data $(DATA)/ptb/heart_test.parq --json > reports/ptb_best_test.json
 	$(PY) -m heartjax.evaluate --checkpoint runs/ptb-best --data $(DATA)/ptb/heart_test.parq
 

@@ -101,7 +101,7 @@ def _setup(model_name: str, batch: int, n: int, members: int = 0, calls: int = 0
         state = T.create_train_state(model, tx, c.train.seed)
         weights = jnp.ones(5)
         chunk = T.make_train_chunk(c.train)
-    return c, model, state, chunk, plan, weights
+    return state, chunk, plan, weights
 
 
 def time_training(
@@ -109,7 +109,7 @@ def time_training(
 ) -> dict[str, float]:
     """Compile time, then one whole epoch over the first n beats (beats/s; × members = model-beats/s)."""
     sub = T.Arrays(data.x[:n], data.y[:n], data.rr[:n])
-    c, model, state, chunk, plan, weights = _setup(model_name, batch, n, members, calls)
+    state, chunk, plan, weights = _setup(model_name, batch, n, members, calls)
     idx = jnp.zeros((plan.chunk, plan.batch), jnp.int32)
     t0 = time.perf_counter()
     compiled = chunk.lower(state, sub, idx, weights).compile()
@@ -160,7 +160,8 @@ def run(
     out: dict[str, Any] = {
         "device": jax.devices()[0].device_kind,
         "backend": jax.default_backend(),
-        "cpus": jax.local_device_count() if jax.default_backend() != "cpu" else _cpus(),
+        "devices": jax.local_device_count(),
+        "cpus": _cpus(),
         "jax": jax.__version__,
         "matmul_peak_gflops": peak,
         "beats": source,
@@ -227,12 +228,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     p.add_argument("--quick", action="store_true", help="short epoch slices, PTB size only (< 2 min)")
     p.add_argument("--models", type=_csv(str, MODELS), default=MODELS, help="comma-separated (default: all)")
-    p.add_argument("--batches", type=_csv(int), default=(32, 128), help="comma-separated (default 32,128; --quick: 32)")
+    p.add_argument("--batches", type=_csv(int), default=None, help="comma-separated (default 32,128; --quick: 32)")
     p.add_argument("--sizes", type=_csv(str, tuple(SIZES)), default=tuple(SIZES), help="ptb,mitbih")
     p.add_argument("--population", type=int, default=8, help="cnn2d members of the population run (0: skip)")
     args = p.parse_args(argv)
-    if args.quick and "--batches" not in " ".join(argv if argv is not None else sys.argv):
-        args.batches = (32,)
+    args.batches = args.batches or ((32,) if args.quick else (32, 128))
     if any(b < 1 for b in args.batches):
         raise UserError("--batches: batch sizes must be >= 1")
     log = (lambda *a, **k: print(*a, **k, file=sys.stderr)) if args.json else print

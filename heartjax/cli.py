@@ -11,7 +11,7 @@ from typing import Any
 
 import ml_collections
 
-from heartjax.errors import UserError
+from heartjax.errors import Parser, UserError
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
@@ -83,7 +83,7 @@ def parse_config_flags(
     extra: Sequence[tuple[str, dict]] = (),
 ) -> tuple[ml_collections.ConfigDict, argparse.Namespace]:
     """Parse `--config FILE[:variant]`, `--config.x.y=v` overrides and the CLI's own flags."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description=description,
         epilog="Override any config field: --config.train.learning_rate=3e-4 "
         "--config.model.name=cnn2d (see the config file for all fields).",

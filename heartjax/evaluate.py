@@ -5,7 +5,6 @@ Evaluates a checkpoint on a beat table with exactly the predictions `load_checkp
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import numpy as np
 from heartjax import metrics
 from heartjax.checkpoint import Predictor, load_checkpoint
 from heartjax.data import load_table
-from heartjax.errors import UserError, cli_entry
+from heartjax.errors import Parser, UserError, cli_entry
 
 
 def evaluate(predictor: Predictor, data: str | Path) -> dict[str, Any]:
@@ -91,7 +90,7 @@ def plot_confusion(m: dict[str, Any], class_names: tuple[str, ...], path: str | 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description="Evaluate a heartjax checkpoint on a beat table (parquet or Kaggle CSV)."
     )
     parser.add_argument("--checkpoint", required=True,

@@ -22,7 +22,7 @@ import pandas as pd
 from heartjax import space
 from heartjax.checkpoint import load_checkpoint
 from heartjax.data import TABLE_FILES
-from heartjax.errors import UserError
+from heartjax.errors import Parser, UserError
 from heartjax.evaluate import evaluate
 
 Variants = dict[str, dict[str, Any]]
@@ -35,7 +35,7 @@ def parse_args(
     description: str, default_out: str, extra: list[tuple[str, dict]] = ()
 ) -> argparse.Namespace:
     """The flags every experiment script takes (plus the script's own `extra`)."""
-    p = argparse.ArgumentParser(description=description)
+    p = Parser(description=description)
     for name, kwargs in extra:
         p.add_argument(name, **kwargs)
     p.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")

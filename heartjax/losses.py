@@ -55,6 +55,14 @@ def get_loss(name: str, focal_gamma: float = 2.0) -> LossFn:
     raise UserError(f"config.train.loss={name!r} is not a loss; use ce, weighted_ce or focal")
 
 
+def loss_weights(labels: np.ndarray, num_classes: int, loss: str, power: float) -> np.ndarray:
+    """The class weights a run's loss takes: `class_weights` for the weighted losses, ones for
+    plain cross-entropy."""
+    if loss == "ce":
+        return np.ones(num_classes, np.float32)
+    return class_weights(labels, num_classes, power)
+
+
 def class_weights(labels: np.ndarray, num_classes: int, power: float = 0.5) -> np.ndarray:
     """Inverse-frequency weights (n / n_c)^power, normalised to mean 1 over the training beats.
 

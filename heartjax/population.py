@@ -2,8 +2,8 @@
 
 Members share the model, the data order and every batch; each has its own learning rate, weight
 decay, class-weight power (its loss weights) and seed (initialisation, dropout and augmentation
-noise: the key stream lives in each member's state). A member therefore trains exactly as its
-config would alone, when that config's data seed (`train.seed` of the base) is the same. Learning rate and weight decay are injected optimiser hyperparameters
+noise: the key stream lives in each member's state), so a member trains as its config would
+alone on the same data order. Learning rate and weight decay are injected optimiser hyperparameters
 (`heartjax.train.create_optimizer`), so the members' states stack into one pytree with a leading
 member axis and `jax.vmap` turns one train step into K.
 
@@ -22,7 +22,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from heartjax import losses
+from heartjax import losses, space
+from heartjax.config import validate
 from heartjax.errors import UserError
 
 # What may differ between members: values one compiled program can take as arrays.
@@ -38,8 +39,6 @@ def member_configs(
     config: ml_collections.ConfigDict, members: Sequence[Mapping[str, Any]]
 ) -> list[ml_collections.ConfigDict]:
     """One config per member: `config` with that member's values (paths in MEMBER_FIELDS)."""
-    from heartjax import space
-
     if not members:
         raise UserError("a population needs at least one member")
     for m in members:
@@ -49,7 +48,10 @@ def member_configs(
                 f"population members can only differ in {', '.join(MEMBER_FIELDS)}; "
                 f"not in {', '.join(bad)} (those change the compiled program: use separate trials)"
             )
-    return [space.apply(config, dict(m)) for m in members]
+    configs = [space.apply(config, dict(m)) for m in members]
+    for c in configs:
+        validate(c)  # a member's own value (e.g. a learning rate <= 0) fails here, in one line
+    return configs
 
 
 def stack(trees: Sequence[Any]) -> Any:
@@ -79,14 +81,10 @@ def class_weights(
     labels: np.ndarray, num_classes: int, configs: Sequence[ml_collections.ConfigDict]
 ) -> jax.Array:
     """(K, C) loss weights: each member's class-weight power (ones for plain cross-entropy)."""
-    return jnp.asarray(
-        np.stack([
-            losses.class_weights(labels, num_classes, c.train.class_weight_power)
-            if c.train.loss != "ce"
-            else np.ones(num_classes, np.float32)
-            for c in configs
-        ])
-    )
+    return jnp.asarray(np.stack([
+        losses.loss_weights(labels, num_classes, c.train.loss, c.train.class_weight_power)
+        for c in configs
+    ]))
 
 
 def make_population_chunk(t: ml_collections.ConfigDict) -> Callable:

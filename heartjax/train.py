@@ -337,8 +337,6 @@ def train_and_evaluate(
             f"{workdir} already holds a trained run; pick a new --workdir or pass --overwrite"
         )
     configs = population.member_configs(config, members) if members else [config]
-    for c in configs:
-        validate(c)
     if overwrite:
         ckpt.clear_run(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -366,7 +364,7 @@ def train_and_evaluate(
     else:
         state = create(t.seed)
         train_chunk = make_train_chunk(t)
-        weights = population.class_weights(train_table.y, num_classes, configs)[0]
+        weights = jnp.asarray(losses.loss_weights(train_table.y, num_classes, t.loss, t.class_weight_power))
     predict_fn = predict.make_predict_fn(model.apply)
     train = to_arrays(train_table)
     val = to_arrays(val_table)

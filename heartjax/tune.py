@@ -84,7 +84,9 @@ def check_tune_config(config: ml_collections.ConfigDict) -> list[space.Param]:
 # ----------------------------------------------------------------------------- the trial
 
 
-def trainable(trial_config: dict[str, Any], base: dict[str, Any], run_dir: str, splits) -> None:
+def trainable(
+    trial_config: dict[str, Any], base: dict[str, Any], run_dir: str, splits, params: list[space.Param]
+) -> None:
     """One Ray trial: the base config with the sampled values, trained by train_and_evaluate."""
     from ray import tune
 
@@ -96,7 +98,6 @@ def trainable(trial_config: dict[str, Any], base: dict[str, Any], run_dir: str, 
     workdir = Path(run_dir) / "trials" / trial_id
     members = None
     if config.tune.population > 1:  # seeded by the trial id: a restarted trial redraws the same
-        params = space.parse(config.tune.search_space, config)
         members = population.sample_members(
             params, values, config.tune.population, config.train.seed, zlib.crc32(trial_id.encode())
         )
@@ -219,7 +220,7 @@ def run(
     try:
         fn = tune.with_resources(
             tune.with_parameters(
-                trainable, base=config.to_dict(), run_dir=str(workdir), splits=splits
+                trainable, base=config.to_dict(), run_dir=str(workdir), splits=splits, params=params
             ),
             {"cpu": config.tune.cpus_per_trial, "gpu": config.tune.gpus_per_trial},
         )

@@ -169,9 +169,12 @@ def test_transfer_config_without_its_source_model_is_one_line(ptb_tables, tmp_pa
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_best_configs_are_the_measured_recipes():
-    mitbih = load_config("configs/mitbih.py:best")
-    assert (mitbih.model.name, mitbih.model.use_rr, mitbih.train.epochs) == ("resnet1d", True, 20)
-    ptb = load_config("configs/ptb.py:best")
-    assert (ptb.model.name, ptb.train.trainable, ptb.train.target_recall) == ("resnet1d", "all", 0.97)
-    assert ptb.train.init_from == "runs/mitbih-source" and ptb.train.augment.shift == 3
+
+@pytest.mark.parametrize("module, args, needle", [
+    ("heartjax.train", ["--config", "configs/ptb.py:smoke"], "--workdir"),
+    ("heartjax.train", ["--config", "configs/ptb.py:smoke", "--workdir", "w", "--bogus"], "--bogus"),
+    ("heartjax.evaluate", ["--checkpoint"], "--checkpoint"),
+    ("heartjax.report", [], "RUN_DIR"),
+])
+def test_bad_flags_are_one_line(module, args, needle):
+    assert_one_line_error(run_module(module, *args), needle)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from heartjax.errors import cli_entry
+from heartjax.errors import Parser, cli_entry
 from heartjax.report.build import build_report
 from heartjax.report.formatting import missing
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m heartjax.report",
         description="Report on finished tuning runs: a summary table per run (the best trial as\n"
                     "the base row, the other trials by the tuning metric; validation and test\n"
