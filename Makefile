@@ -9,7 +9,7 @@ PTB_SAMPLE ?= ../shared/data/course/ptb_sample.parq
 CONFIG ?= configs/mitbih.py
 WORKDIR ?= runs/mitbih
 
-.PHONY: setup data data-ptb tune train mitbih-best ptb-best test lint clean
+.PHONY: setup data data-interpatient data-ptb tune train mitbih-best interpatient-best ptb-best test lint clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,12 @@ $(DATA)/heart_big_train.parq: | setup $(MITDB)/RECORDS
 	$(PY) -m heartjax.data build mitbih --raw $(MITDB) --out $(DATA)
 
 data: $(DATA)/heart_big_train.parq
+
+# DS1 (train) / DS2 (test) of de Chazal et al.: no patient in both
+$(DATA)/interpatient/heart_big_train.parq: | setup $(MITDB)/RECORDS
+	$(PY) -m heartjax.data build mitbih --raw $(MITDB) --out $(DATA)/interpatient --split interpatient
+
+data-interpatient: $(DATA)/interpatient/heart_big_train.parq
 
 $(DATA)/ptb/heart_train.parq: | setup
 	$(PY) -m heartjax.data split $(PTB_SAMPLE) --out $(DATA)/ptb
@@ -46,6 +52,14 @@ runs/mitbih-best/best.json: | setup data
 mitbih-best: runs/mitbih-best/best.json
 	$(PY) -m heartjax.evaluate --checkpoint runs/mitbih-best --data $(DATA)/heart_big_test.parq --json > reports/mitbih_best_test.json
 	$(PY) -m heartjax.evaluate --checkpoint runs/mitbih-best --data $(DATA)/heart_big_test.parq --plot reports/mitbih_best_cm.png
+
+# Interpatient (configs/mitbih.py:interpatient, ~8 min here): trained on DS1, tested on DS2.
+runs/interpatient-best/best.json: | setup data-interpatient
+	$(PY) -m heartjax.train --config configs/mitbih.py:interpatient --config.data.dir=$(DATA)/interpatient --workdir runs/interpatient-best
+
+interpatient-best: runs/interpatient-best/best.json
+	$(PY) -m heartjax.evaluate --checkpoint runs/interpatient-best --data $(DATA)/interpatient/heart_big_test.parq --json > reports/interpatient_best_test.json
+	$(PY) -m heartjax.evaluate --checkpoint runs/interpatient-best --data $(DATA)/interpatient/heart_big_test.parq --plot reports/interpatient_best_cm.png
 
 # PTB with transfer (configs/ptb.py:best): the MIT-BIH source model, then the PTB fine-tune and
 # its test metrics (with the threshold chosen on validation) in reports/ptb_best_test.json.

@@ -20,6 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from heartjax import predict
+from heartjax.data import RR_COLUMNS
 from heartjax.errors import UserError
 
 CHECKPOINTS = "checkpoints"
@@ -147,11 +148,12 @@ class Predictor:
             raise UserError("beats contain NaN or infinite values")
         if rr is None:
             if self.config.model.get("use_rr", False):
-                raise UserError("this model needs R-R features: pass rr of shape (N, 3)")
-            rr = np.zeros((len(x), 3), np.float32)
+                raise UserError("this model needs R-R features: pass rr of shape (N, {len(RR_COLUMNS)}), columns {', '.join(RR_COLUMNS)}")
+            rr = np.zeros((len(x), len(RR_COLUMNS)), np.float32)
         rr = np.asarray(rr, np.float32)
-        if rr.shape != (len(x), 3):
-            raise UserError(f"rr must have shape ({len(x)}, 3); got {rr.shape}")
+        if rr.shape != (len(x), len(RR_COLUMNS)):
+            raise UserError(f"rr must have shape ({len(x)}, {len(RR_COLUMNS)}) "
+                            f"({', '.join(RR_COLUMNS)}); got {rr.shape}")
         return x, rr
 
     def predict_proba(self, beats: Any, rr: Any = None) -> np.ndarray:
@@ -179,7 +181,7 @@ def load_checkpoint(path: str | Path) -> Predictor:
     model = build_model(config.model, len(class_names))
     abstract = jax.eval_shape(
         lambda: model.init(
-            jax.random.PRNGKey(0), jnp.zeros((2, 187)), jnp.zeros((2, 3)), train=False
+            jax.random.PRNGKey(0), jnp.zeros((2, 187)), jnp.zeros((2, len(RR_COLUMNS))), train=False
         )
     )
     target = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}

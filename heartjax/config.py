@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from heartjax.data.splits import VAL_BY
 from heartjax.errors import UserError
 
 SCHEDULES = ("constant", "cosine", "onecycle", "exponential")
@@ -27,6 +28,7 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     c.data.dataset = dataset
     c.data.train_file = ""  # explicit table instead of data.dir's standard name
     c.data.val_fraction = 0.1  # stratified, seeded; tuning never looks at the test table
+    c.data.val_by = "beats"  # "records": hold out whole patients (honest for interpatient tests)
     c.data.seed = 0
     c.data.train_limit = 0  # >0: train on a stratified subsample of this many beats (quick runs)
 
@@ -45,6 +47,7 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     c.train.grad_clip = 1.0  # global norm; 0 disables
     c.train.loss = "weighted_ce"  # recall first: rare classes weigh more
     c.train.class_weight_power = 0.5  # weights (n / n_c)^power; 1 = fully balanced
+    c.train.class_weight_cap = 0.0  # >0: no class weighs more than cap x the most common one
     c.train.focal_gamma = 2.0
     c.train.seed = 0
     c.train.select_metric = "macro_recall"  # the client wants recall first
@@ -60,7 +63,8 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     c.train.augment.scale = 0.0  # random amplitude scaling by 1 ± scale
     c.train.augment.noise = 0.0  # gaussian noise std (signal is in [0, 1])
     c.train.augment.wander = 0.0  # amplitude of a slow sinusoidal baseline wander
-    c.train.augment.shift = 0  # max samples of random circular-free time shift
+    c.train.augment.shift = 0  # max samples of random time shift (edges repeat, nothing wraps)
+    c.train.augment.stretch = 0.0  # time warp: the beat resampled by a random factor 1 ± stretch
 
     c.tune = ml_collections.ConfigDict()
     c.tune.num_samples = 8
@@ -94,17 +98,24 @@ def validate(c: ml_collections.ConfigDict) -> None:
     d, t = c.data, c.train
     need(d.dataset in DATASETS, f"data.dataset={d.dataset!r}; use one of {', '.join(DATASETS)}")
     need(0.0 < d.val_fraction < 1.0, f"data.val_fraction={d.val_fraction} must be in (0, 1)")
+    need(d.val_by in VAL_BY, f"data.val_by={d.val_by!r}; use one of {', '.join(VAL_BY)}")
     need(t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1")
     need(t.batch_size >= 1, f"train.batch_size={t.batch_size} must be >= 1")
     need(t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be > 0")
     need(t.schedule in SCHEDULES, f"train.schedule={t.schedule!r}; use one of {SCHEDULES}")
     need(t.optimizer in OPTIMIZERS, f"train.optimizer={t.optimizer!r}; use one of {OPTIMIZERS}")
     need(t.loss in LOSSES, f"train.loss={t.loss!r}; use one of {LOSSES}")
+    need(t.class_weight_cap >= 0, f"train.class_weight_cap={t.class_weight_cap} must be >= 0 (0: no cap)")
     need(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay} must be >= 0")
     need(t.patience >= 1, f"train.patience={t.patience} must be >= 1")
     need(t.keep_checkpoints >= 1, f"train.keep_checkpoints={t.keep_checkpoints} must be >= 1")
     need(0.0 <= t.target_recall < 1.0, f"train.target_recall={t.target_recall} must be in [0, 1)")
     need(t.trainable in ("all", "head"), f"train.trainable={t.trainable!r}; use all or head")
+    for name in ("scale", "noise", "wander", "shift", "stretch"):
+        value = t.augment.get(name, 0)
+        need(value >= 0, f"train.augment.{name}={value} must be >= 0 (0 turns it off)")
+    need(t.augment.get("stretch", 0) < 0.5, f"train.augment.stretch={t.augment.get('stretch')} "
+         "must be < 0.5 (a warp by half a beat is no longer the same beat)")
     from heartjax.metrics import SELECTABLE
 
     need(

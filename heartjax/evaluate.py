@@ -13,7 +13,7 @@ import numpy as np
 
 from heartjax import metrics
 from heartjax.checkpoint import Predictor, load_checkpoint
-from heartjax.data import load_table
+from heartjax.data import RR_COLUMNS, load_table
 from heartjax.errors import Parser, UserError, cli_entry
 
 
@@ -25,6 +25,9 @@ def evaluate(predictor: Predictor, data: str | Path) -> dict[str, Any]:
             f"{data}: holds {table.dataset} beats but the checkpoint was trained on {predictor.dataset}"
         )
     rr = table.rr if predictor.config.model.get("use_rr", False) else None
+    if predictor.config.model.get("use_rr", False) and rr is None:
+        raise UserError(f"{data}: the model needs the R-R columns {', '.join(RR_COLUMNS)}; "
+                        "rebuild the table with `python -m heartjax.data build mitbih`")
     proba = predictor.predict_proba(table.x, rr)
     out = metrics.evaluate_predictions(table.y, proba, predictor.class_names, predictor.threshold)
     out["checkpoint"] = str(predictor.path)

@@ -92,6 +92,7 @@ def run_variants(
                "test_accuracy": m["accuracy"], "test_macro_recall": m["macro_recall"],
                "test_macro_f1": m["macro_f1"]}
         row.update({f"test_recall_{c}": s["recall"] for c, s in m["per_class"].items()})
+        row.update({f"test_precision_{c}": s["precision"] for c, s in m["per_class"].items()})
         rows.append(row)
         print(f"[{name}] test macro recall {m['macro_recall']:.4f}, macro F1 {m['macro_f1']:.4f}, "
               f"accuracy {m['accuracy']:.4f} ({seconds:.0f} s)", flush=True)
@@ -111,8 +112,10 @@ def run_script(doc: str, config: str, variants: Variants, default_out: str) -> N
 
     @cli_entry
     def main() -> None:
-        args = parse_args(doc, default_out)
-        table = run_variants(load_config(f"{CONFIGS}/{config}"), variants, args.out,
+        args = parse_args(doc, default_out, [("--config", {
+            "default": f"{CONFIGS}/{config}",
+            "help": f"base config the variants change (default configs/{config})"})])
+        table = run_variants(load_config(args.config), variants, args.out,
                              quick=args.quick, data_dir=args.data_dir, epochs=args.epochs)
         print(table.to_string(index=False))
 

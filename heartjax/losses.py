@@ -55,21 +55,27 @@ def get_loss(name: str, focal_gamma: float = 2.0) -> LossFn:
     raise UserError(f"config.train.loss={name!r} is not a loss; use ce, weighted_ce or focal")
 
 
-def loss_weights(labels: np.ndarray, num_classes: int, loss: str, power: float) -> np.ndarray:
+def loss_weights(labels: np.ndarray, num_classes: int, loss: str, power: float,
+                 cap: float = 0.0) -> np.ndarray:
     """The class weights a run's loss takes: `class_weights` for the weighted losses, ones for
     plain cross-entropy."""
     if loss == "ce":
         return np.ones(num_classes, np.float32)
-    return class_weights(labels, num_classes, power)
+    return class_weights(labels, num_classes, power, cap)
 
 
-def class_weights(labels: np.ndarray, num_classes: int, power: float = 0.5) -> np.ndarray:
+def class_weights(labels: np.ndarray, num_classes: int, power: float = 0.5,
+                  cap: float = 0.0) -> np.ndarray:
     """Inverse-frequency weights (n / n_c)^power, normalised to mean 1 over the training beats.
 
     power 1 is full re-balancing; 0.5 (default) softens it so the rare classes gain recall
-    without flooding the common class with false alarms.
+    without flooding the common class with false alarms. `cap` > 0: no class weighs more than
+    `cap` times the most common one, so a class of a handful of beats (Q in DS1: 8) cannot
+    dominate every batch it appears in.
     """
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     w = (counts.sum() / np.maximum(counts, 1.0)) ** power
+    if cap > 0:
+        w = np.minimum(w, cap * w.min())
     w = w / (w * counts).sum() * counts.sum()  # the average example keeps weight 1
     return w.astype(np.float32)

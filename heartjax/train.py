@@ -28,7 +28,14 @@ from flax.training import train_state
 from heartjax import checkpoint as ckpt
 from heartjax import losses, metrics, population, predict
 from heartjax.config import validate
-from heartjax.data import BeatTable, load_dataset, load_table, stratified_split, train_val_split
+from heartjax.data import (
+    RR_COLUMNS,
+    BeatTable,
+    load_dataset,
+    load_table,
+    stratified_split,
+    train_val_split,
+)
 from heartjax.errors import UserError, cli_entry
 from heartjax.models import build_model
 
@@ -64,7 +71,7 @@ def enable_compilation_cache() -> None:
 
 def to_arrays(table: BeatTable) -> Arrays:
     """Put a beat table on the device once; R-R features are zeros when the table has none."""
-    rr = table.rr if table.rr is not None else np.zeros((len(table), 3), np.float32)
+    rr = table.rr if table.rr is not None else np.zeros((len(table), len(RR_COLUMNS)), np.float32)
     return Arrays(jnp.asarray(table.x), jnp.asarray(table.y, jnp.int32), jnp.asarray(rr))
 
 
@@ -136,7 +143,7 @@ def create_train_state(
     variables wherever the path and shape match (transfer learning: all but a resized head)."""
     x = jnp.zeros((2, 187), jnp.float32)
     k_init, k_train = jax.random.split(jax.random.PRNGKey(seed))
-    variables = model.init(k_init, x, jnp.ones((2, 3), jnp.float32), train=False)
+    variables = model.init(k_init, x, jnp.ones((2, len(RR_COLUMNS)), jnp.float32), train=False)
     if init_from is not None:
         variables = transfer_variables(variables, init_from)
     return TrainState.create(
@@ -170,9 +177,11 @@ def freeze_all_but_head(tx: optax.GradientTransformation, params: Any) -> optax.
 
 
 def augment(x: jax.Array, key: jax.Array, a: ml_collections.ConfigDict) -> jax.Array:
-    """Random amplitude scaling, baseline wander, noise and time shift (all off by default)."""
+    """Random amplitude scaling, baseline wander, noise, time shift and time warp (all off by
+    default): what another recorder, lead, patient or heart rate changes in a beat."""
     b, n = x.shape
     k1, k2, k3, k4, k5 = jax.random.split(key, 5)
+    k6 = jax.random.fold_in(key, 5)  # a new key leaves the other five (and old runs) unchanged
     if a.scale > 0:
         x = x * jax.random.uniform(k1, (b, 1), minval=1 - a.scale, maxval=1 + a.scale)
     if a.wander > 0:
@@ -186,6 +195,15 @@ def augment(x: jax.Array, key: jax.Array, a: ml_collections.ConfigDict) -> jax.A
         s = jax.random.randint(k5, (b, 1), -a.shift, a.shift + 1)
         idx = jnp.clip(jnp.arange(n)[None, :] - s, 0, n - 1)
         x = jnp.take_along_axis(x, idx, axis=1)
+    if a.get("stretch", 0) > 0:
+        # sample t * factor (linear interpolation): > 1 compresses the beat, < 1 stretches it;
+        # the window starts at the R peak, which stays in place
+        factor = jax.random.uniform(k6, (b, 1), minval=1 - a.stretch, maxval=1 + a.stretch)
+        src = jnp.clip(jnp.arange(n)[None, :] * factor, 0, n - 1)
+        lo = jnp.floor(src).astype(jnp.int32)
+        hi = jnp.minimum(lo + 1, n - 1)
+        w = src - lo
+        x = (1 - w) * jnp.take_along_axis(x, lo, axis=1) + w * jnp.take_along_axis(x, hi, axis=1)
     return x
 
 
@@ -294,10 +312,11 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[BeatTable, BeatTable
         raise UserError(f"{table.path}: holds {table.dataset} beats but data.dataset={d.dataset}")
     if config.model.get("use_rr", False) and table.rr is None:
         raise UserError(
-            f"{table.path}: model.use_rr needs R-R columns; rebuild the tables with "
+            f"{table.path}: model.use_rr needs the R-R columns {', '.join(RR_COLUMNS)}; "
+            "rebuild the tables with "
             "`python -m heartjax.data build` or set --config.model.use_rr=False"
         )
-    train, val = train_val_split(table, d.val_fraction, d.seed)
+    train, val = train_val_split(table, d.val_fraction, d.seed, d.get("val_by", "beats"))
     if 0 < d.train_limit < len(train):  # quick runs: a stratified subsample of the training part
         keep, _ = stratified_split(train.y, 1 - d.train_limit / len(train), d.seed)
         train = train.subset(np.sort(keep))
@@ -364,7 +383,9 @@ def train_and_evaluate(
     else:
         state = create(t.seed)
         train_chunk = make_train_chunk(t)
-        weights = jnp.asarray(losses.loss_weights(train_table.y, num_classes, t.loss, t.class_weight_power))
+        weights = jnp.asarray(losses.loss_weights(
+            train_table.y, num_classes, t.loss, t.class_weight_power, t.get("class_weight_cap", 0.0)
+        ))
     predict_fn = predict.make_predict_fn(model.apply)
     train = to_arrays(train_table)
     val = to_arrays(val_table)

@@ -168,10 +168,11 @@ def test_detect_and_match_peaks():
 
 def test_rr_features():
     rr = physionet.rr_features(np.array([0, 360, 720, 1440, 1800]), fs=360)
-    assert rr.shape == (5, 3)
+    assert rr.shape == (5, 4)
     assert rr[:, 0].tolist() == [1.0, 1.0, 1.0, 2.0, 1.0]  # first beat: nearest interval
     assert rr[:, 1].tolist() == [1.0, 1.0, 2.0, 1.0, 1.0]  # last beat: nearest interval
     assert np.allclose(rr[:, 2], 5.0 / 4)  # few beats: mean of all four intervals
+    assert np.allclose(rr[:, 3], 5.0 / 4)  # the record's mean, the same for every beat
     many = physionet.rr_features(np.arange(0, 100 * 360, 360), fs=360)
     assert np.allclose(many, 1.0)
 
@@ -246,12 +247,31 @@ def test_train_val_split_on_real_table(ptb_sample_path):
     assert abs((val.y == 1).mean() - (table.y == 1).mean()) < 0.01
     with pytest.raises(UserError, match="validation fraction"):
         train_val_split(table, 1.5, seed=0)
+    with pytest.raises(UserError, match="'record' column"):
+        train_val_split(table, 0.25, seed=0, by="records")  # the course file has no records
+
+
+def test_validation_by_records_holds_out_whole_patients():
+    # 8 records: 4 with mostly S beats as their arrhythmia, 4 with V
+    records = np.repeat([f"r{i}" for i in range(8)], 50)
+    y = np.zeros(400, np.int32)
+    for i in range(8):
+        y[i * 50: i * 50 + 10] = 1 if i < 4 else 2
+    x = np.zeros((400, SIGNAL_LEN), np.float32)
+    table = BeatTable(x, y, "mitbih", "", pd.DataFrame({"record": records}))
+    train, val = train_val_split(table, 0.25, seed=1, by="records")
+    held = set(val.meta["record"])
+    assert len(train) + len(val) == 400 and not held & set(train.meta["record"])
+    assert len(held) == 2 and {1, 2} <= set(val.y.tolist())  # one S and one V patient
+    again = train_val_split(table, 0.25, seed=1, by="records")[1]
+    assert set(again.meta["record"]) == held
 
 
 def test_write_and_read_back_with_meta(ptb_sample_path, tmp_path):
     table = load_table(ptb_sample_path).subset(np.arange(10))
     meta = pd.DataFrame({"record": [f"r{i}" for i in range(10)], "sample": np.arange(10),
-                         "rr_prev": 0.8, "rr_next": 0.9, "rr_local": 0.85})
+                         "rr_prev": 0.8, "rr_next": 0.9, "rr_local": 0.85,
+                         "rr_record": 0.9})
     table = BeatTable(table.x, table.y, "ptb", "", meta)
     write_table(table, tmp_path / "out" / "ptb_small.parq")
     frame = pd.read_parquet(tmp_path / "out" / "ptb_small.parq")
@@ -259,7 +279,7 @@ def test_write_and_read_back_with_meta(ptb_sample_path, tmp_path):
     back = load_table(tmp_path / "out" / "ptb_small.parq")
     assert np.array_equal(back.x, table.x) and np.array_equal(back.y, table.y)
     assert back.meta["record"].tolist() == meta["record"].tolist()
-    assert back.rr.shape == (10, 3) and back.rr.dtype == np.float32
+    assert back.rr.shape == (10, 4) and back.rr.dtype == np.float32
     assert back.subset(np.array([2, 5])).meta["sample"].tolist() == [2, 5]
     reordered = frame[["target", *frame.columns[:SIGNAL_LEN]]]
     write_table(reordered, tmp_path / "from_df.parq")  # puts "target" after the signal

@@ -22,7 +22,7 @@ def _run_script(name: str, *args) -> subprocess.CompletedProcess:
                           cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
-@pytest.mark.parametrize("script, rows", [("loss", 4), ("reshape_2d", 6), ("resnet_size", 5)])
+@pytest.mark.parametrize("script, rows", [("loss", 4), ("reshape_2d", 6), ("resnet_size", 5), ("generalise", 4)])
 def test_mitbih_ablation_quick(script, rows, mitbih_tables, tmp_path):
     result = _run_script(script, "--data-dir", mitbih_tables, "--out", tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -66,3 +66,12 @@ def test_class_weights_favour_rare_classes_and_average_one():
     assert w[2] > w[1] > w[0]
     assert (w[y]).mean() == pytest.approx(1.0)
     np.testing.assert_allclose(losses.class_weights(y, 3, power=0.0), 1.0)
+
+
+def test_class_weight_cap_bounds_the_rarest_class():
+    y = np.array([0] * 900 + [1] * 90 + [2] * 2)
+    w = losses.class_weights(y, 3, power=1.0, cap=20.0)
+    assert w[2] / w[0] == pytest.approx(20.0) and w[1] / w[0] == pytest.approx(10.0)
+    assert (w[y]).mean() == pytest.approx(1.0)  # still averages one over the beats
+    np.testing.assert_allclose(losses.class_weights(y, 3, power=1.0, cap=1000.0),
+                               losses.class_weights(y, 3, power=1.0))  # a loose cap changes nothing

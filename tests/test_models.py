@@ -40,7 +40,7 @@ def synthetic_beats(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.n
         -0.5 * ((t - 120 - shift) / 6.0) ** 2
     )
     x = np.where(y[:, None] == 0, narrow, wide) + 0.05 * rng.normal(size=(n, 187))
-    rr = rng.uniform(0.6, 1.2, size=(n, 3))
+    rr = rng.uniform(0.6, 1.2, size=(n, 4))
     return x.astype(np.float32), rr.astype(np.float32), y.astype(np.int32)
 
 
@@ -149,6 +149,23 @@ def test_use_rr(small):
         jax.eval_shape(small.model.apply, small.variables, small.x)
 
 
+def test_morph_dropout_drops_whole_beat_shapes():
+    head = layers.Head(3, (), use_rr=True, morph_dropout=0.5)
+    rng = np.random.default_rng(0)
+    h, rr = jnp.asarray(rng.normal(size=(64, 6))), jnp.asarray(rng.uniform(0.5, 1, (64, 4)))
+    variables = head.init(KEY, h, rr, False)
+    dropped = head.apply(variables, h, rr, True, rngs={"dropout": KEY})
+    zero = head.apply(variables, jnp.zeros_like(h), rr, False)
+    scaled = head.apply(variables, 2 * h, rr, False)  # kept shapes are rescaled by 1/(1-p)
+    is_zero = np.isclose(dropped, zero, atol=1e-5).all(1)
+    is_scaled = np.isclose(dropped, scaled, atol=1e-5).all(1)
+    assert (is_zero | is_scaled).all() and 10 < is_zero.sum() < 54
+    np.testing.assert_allclose(head.apply(variables, h, rr, False),  # evaluation keeps all
+                               layers.Head(3, (), use_rr=True).apply(variables, h, rr, False))
+    with pytest.raises(UserError, match="model.morph_dropout.*use_rr"):
+        build_model({"name": "resnet1d", "morph_dropout": 0.5}, 5)
+
+
 def test_conv_impls_give_the_same_model(small):
     xla = small.model.clone(conv_impl="xla")
     want = small.eval(small.variables, small.x, small.rr)
@@ -169,10 +186,12 @@ def test_adam_lowers_loss_on_synthetic_beats(small):
 
 
 def test_rr_features():
-    rr = jnp.array([[0.8, 1.0, 0.5], [1.0, 1.0, 0.0]])
+    rr = jnp.array([[0.8, 1.0, 0.5, 2.0], [1.0, 1.0, 0.0, 0.0]])
     f = layers.rr_features(rr)
-    np.testing.assert_allclose(f[0], [0.8, 1.0, 0.5, 1.6, 2.0], rtol=1e-6)
-    assert np.isfinite(np.asarray(f)).all()  # a zero local mean stays finite
+    np.testing.assert_allclose(np.exp(f[0]), [0.8, 1.0, 0.5, 2.0, 1.6, 2.0, 0.4, 0.5, 0.25],
+                               rtol=1e-5)
+    assert f.shape == (2, layers.NUM_RR_FEATURES)
+    assert np.isfinite(np.asarray(f)).all()  # a zero mean stays finite
 
 
 # --- the patch-matmul convolution and the pooling variants -----------------------------------

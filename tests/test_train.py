@@ -114,6 +114,33 @@ def test_corrupt_checkpoint_is_one_line_error(ptb_run, ptb_tables, tmp_path):
     assert_one_line_error(result, "corrupt")
 
 
+def test_augmentations_change_beats_as_described():
+    import jax
+    import jax.numpy as jnp
+    import ml_collections
+
+    from heartjax.train import augment
+
+    t = np.arange(187)
+    x = jnp.asarray(np.tile(np.exp(-0.5 * ((t - 60) / 4.0) ** 2), (256, 1)), jnp.float32)
+    key = jax.random.key(0)
+
+    def aug(**on):
+        return np.asarray(augment(x, key, ml_collections.ConfigDict(
+            {"scale": 0.0, "noise": 0.0, "wander": 0.0, "shift": 0, "stretch": 0.0, **on})))
+
+    np.testing.assert_array_equal(aug(), x)  # all off: the beat is untouched
+    peak = aug(scale=0.2).max(1)
+    assert 0.8 <= peak.min() < 0.9 and 1.1 < peak.max() <= 1.2
+    moved = aug(shift=3).argmax(1)
+    assert set(moved.tolist()) == set(range(57, 64))
+    warped = aug(stretch=0.1).argmax(1)  # the wave at 60 lands at 60 / factor
+    assert 54 <= warped.min() < 57 and 63 < warped.max() <= 67
+    assert abs((aug(noise=0.05) - np.asarray(x)).std() - 0.05) < 0.002
+    # the old four keep their draws when the warp is off
+    np.testing.assert_array_equal(aug(scale=0.2, stretch=0.0), aug(scale=0.2))
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [
@@ -125,6 +152,8 @@ def test_corrupt_checkpoint_is_one_line_error(ptb_run, ptb_tables, tmp_path):
         (["--config", "configs/ptb.py", "--config.data.val_fraction=1.5"], "val_fraction"),
         (["--config", "configs/ptb.py", "--config.model.name=lstm"], "unknown model"),
         (["--config", "configs/ptb.py", "--config.data.dir=/nonexistent"], "heart_train.parq"),
+        (["--config", "configs/ptb.py", "--config.train.augment.noise=-0.1"], "augment.noise"),
+        (["--config", "configs/ptb.py", "--config.data.val_by=patients"], "data.val_by"),
     ],
 )
 def test_bad_config_is_one_line_error(args, needle, tmp_path):

@@ -61,7 +61,7 @@ def make_parser() -> Parser:
         "mitbih", help="MIT-BIH Arrhythmia (5 AAMI classes N S V F Q)",
         description="MIT-BIH Arrhythmia records -> heart_big_train.parq and heart_big_test.parq "
                     "(--split none: heart_big_all.parq). Extra columns: record, sample (R peak at "
-                    "360 Hz), lead, rr_prev, rr_next, rr_local (seconds). Prints a per-class "
+                    "360 Hz), lead, rr_prev, rr_next, rr_local, rr_record (seconds). Prints a per-class "
                     "count table compared with the published Kaggle set.")
     _add_common_build(mit, DEFAULT_LEADS["mitbih"])
     mit.add_argument("--split", default="kaggle", choices=SPLITS,

@@ -197,7 +197,9 @@ def match_peaks(detected: np.ndarray, reference: np.ndarray,
 
 
 def rr_features(samples: np.ndarray, fs: float) -> np.ndarray:
-    """(n, 3) R-R intervals in seconds: previous, next, mean of the ~10 surrounding ones."""
+    """(n, 4) R-R intervals in seconds: previous, next, mean of the ~10 surrounding ones, and
+    the mean over the whole record (the patient's own pace: a beat is premature for *this*
+    patient, which is what carries S beats across patients)."""
     t = np.asarray(samples, dtype=np.float64) / fs
     n = len(t)
     if n < 2:
@@ -211,7 +213,8 @@ def rr_features(samples: np.ndarray, fs: float) -> np.ndarray:
     lo = np.clip(i - half, 0, n - 1)
     hi = np.clip(i + half, 0, n - 1)
     local = (csum[hi] - csum[lo]) / (hi - lo)
-    return np.stack([prev, nxt, local], axis=1).astype(np.float32)
+    record = np.full(n, rr.mean())
+    return np.stack([prev, nxt, local, record], axis=1).astype(np.float32)
 
 
 # ---------------------------------------------------------------- records
@@ -361,6 +364,7 @@ def mitbih_record_table(info: RecordInfo, peaks: str = "annotations") -> BeatTab
         "sample": native.astype(np.int64),
         "lead": info.lead,
         "rr_prev": rr[rows, 0], "rr_next": rr[rows, 1], "rr_local": rr[rows, 2],
+        "rr_record": rr[rows, 3],
     })
     return BeatTable(beats, labels[rows], "mitbih", "", meta)
 

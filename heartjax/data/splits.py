@@ -50,12 +50,47 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     return keep_idx.astype(np.int64), held_idx.astype(np.int64)
 
 
-def train_val_split(table: BeatTable, val_fraction: float,
-                    seed: int) -> tuple[BeatTable, BeatTable]:
-    """Carve a stratified, seeded validation part out of a training table."""
+VAL_BY = ("beats", "records")
+
+
+def train_val_split(table: BeatTable, val_fraction: float, seed: int,
+                    by: str = "beats") -> tuple[BeatTable, BeatTable]:
+    """Carve a seeded validation part out of a training table: stratified beats, or whole
+    records (`by="records"`), so that validation, like an interpatient test, meets unseen
+    patients and model selection stops rewarding a fit to the training patients."""
     check_fraction(val_fraction, "validation fraction")
-    train_idx, val_idx = stratified_split(table.y, val_fraction, seed)
+    if by == "beats":
+        train_idx, val_idx = stratified_split(table.y, val_fraction, seed)
+    elif by == "records":
+        if "record" not in table.meta.columns:
+            raise UserError(f"{table.path or 'the training table'}: data.val_by='records' needs a "
+                            "'record' column; rebuild the table with `python -m heartjax.data build` "
+                            "or use data.val_by='beats'")
+        train_idx, val_idx = record_holdout(table.meta["record"].to_numpy(), table.y,
+                                            val_fraction, seed)
+    else:
+        raise UserError(f"data.val_by={by!r}; use one of {', '.join(VAL_BY)}")
     return table.subset(train_idx), table.subset(val_idx)
+
+
+def record_holdout(records: np.ndarray, y: np.ndarray, fraction: float,
+                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(keep, held_out) rows by whole records, stratified by each record's most common
+    non-normal class so the held-out patients show the rare classes too."""
+    names, inverse = np.unique(np.asarray(records).astype(str), return_inverse=True)
+    if len(names) < 2:
+        raise UserError("data.val_by='records' needs at least 2 records in the training table")
+    num_classes = int(y.max()) + 1
+    group_y = np.zeros(len(names), np.int64)
+    for g in range(len(names)):
+        counts = np.bincount(y[inverse == g], minlength=num_classes)
+        counts[0] = 0  # class 0 (normal) is in every record: it says nothing
+        group_y[g] = counts.argmax() if counts.any() else 0
+    _, held_groups = stratified_split(group_y, fraction, seed)
+    if len(held_groups) == 0:  # every stratum had one record: hold out one at random
+        held_groups = np.random.default_rng(seed).choice(len(names), 1)
+    held = np.isin(inverse, held_groups)
+    return np.flatnonzero(~held), np.flatnonzero(held)
 
 
 def group_split(groups: np.ndarray, y: np.ndarray, fraction: float,

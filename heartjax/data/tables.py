@@ -23,7 +23,7 @@ SIGNAL_LEN = 187
 FS = 125  # Hz, the sampling rate of every beat table
 SIGNAL_COLUMNS = tuple(str(i) for i in range(SIGNAL_LEN))
 TARGET_COLUMN = "target"
-RR_COLUMNS = ("rr_prev", "rr_next", "rr_local")
+RR_COLUMNS = ("rr_prev", "rr_next", "rr_local", "rr_record")
 PARQUET_SUFFIXES = (".parq", ".parquet")
 
 
@@ -52,7 +52,7 @@ class BeatTable:
 
     @property
     def rr(self) -> np.ndarray | None:
-        """R-R features (N, 3) float32 in seconds, or None when the table has no RR columns."""
+        """R-R features (N, 4) float32 in seconds, or None when the table lacks an RR column."""
         if not all(c in self.meta.columns for c in RR_COLUMNS):
             return None
         return self.meta[list(RR_COLUMNS)].to_numpy(dtype=np.float32)

@@ -26,6 +26,7 @@ class Model(nn.Module):
     head_hidden: Sequence[int] = (64,)
     global_pool: str = "max"  # max | mean | flatten (flatten keeps where in the beat)
     use_rr: bool = False
+    morph_dropout: float = 0.0
     conv_impl: str = "patch"
 
     def __post_init__(self) -> None:
@@ -58,7 +59,9 @@ class Model(nn.Module):
             h = h.mean(axis=1)
         elif self.global_pool == "max":
             h = h.max(axis=1)
-        return layers.Head(self.num_classes, self.head_hidden, self.dropout, self.use_rr)(
+        return layers.Head(
+            self.num_classes, self.head_hidden, self.dropout, self.use_rr, self.morph_dropout
+        )(
             h, rr, train
         )
 

@@ -30,6 +30,7 @@ class Model(nn.Module):
     dropout: float = 0.5
     head_hidden: Sequence[int] = (512,)
     use_rr: bool = False
+    morph_dropout: float = 0.0
     conv_impl: str = "patch"
 
     def __post_init__(self) -> None:
@@ -69,7 +70,9 @@ class Model(nn.Module):
                 x = layers.Conv(self.block_channels(i), k, impl=self.conv_impl)(x)
                 x = nn.relu(layers.norm(self.norm, train)(x))
             x = layers.max_pool(x, (2, 2))
-        return layers.Head(self.num_classes, self.head_hidden, self.dropout, self.use_rr)(
+        return layers.Head(
+            self.num_classes, self.head_hidden, self.dropout, self.use_rr, self.morph_dropout
+        )(
             x, rr, train
         )
 

@@ -29,6 +29,7 @@ class Model(nn.Module):
     dropout: float = 0.0
     head_hidden: Sequence[int] = (32, 32)
     use_rr: bool = False
+    morph_dropout: float = 0.0
     conv_impl: str = "patch"
 
     def __post_init__(self) -> None:
@@ -58,7 +59,9 @@ class Model(nn.Module):
             y = layers.norm(self.norm, train)(conv(y))
             h = nn.relu(h + y)
             h = layers.max_pool(h, (self.pool_size,), (self.pool_stride,))
-        return layers.Head(self.num_classes, self.head_hidden, self.dropout, self.use_rr)(
+        return layers.Head(
+            self.num_classes, self.head_hidden, self.dropout, self.use_rr, self.morph_dropout
+        )(
             h, rr, train
         )
 

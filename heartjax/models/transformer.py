@@ -63,6 +63,7 @@ class Model(nn.Module):
     dropout: float = 0.1
     head_hidden: Sequence[int] = ()
     use_rr: bool = False
+    morph_dropout: float = 0.0
     conv_impl: str = "patch"
 
     def __post_init__(self) -> None:
@@ -91,7 +92,9 @@ class Model(nn.Module):
             )
         if self.pre_norm:
             h = layers.norm(self.norm, train)(h)
-        return layers.Head(self.num_classes, self.head_hidden, self.dropout, self.use_rr)(
+        return layers.Head(
+            self.num_classes, self.head_hidden, self.dropout, self.use_rr, self.morph_dropout
+        )(
             h.mean(axis=1), rr, train
         )
 
