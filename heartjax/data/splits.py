@@ -76,30 +76,31 @@ def train_val_split(table: BeatTable, val_fraction: float, seed: int,
 def record_holdout(records: np.ndarray, y: np.ndarray, fraction: float,
                    seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(keep, held_out) rows by whole records, stratified by each record's most common
-    non-normal class so the held-out patients show the rare classes too."""
-    names, inverse = np.unique(np.asarray(records).astype(str), return_inverse=True)
-    if len(names) < 2:
+    arrhythmia (class 0, normal, is in every record) so held-out patients show it too."""
+    records = np.asarray(records).astype(str)
+    if len(np.unique(records)) < 2:
         raise UserError("data.val_by='records' needs at least 2 records in the training table")
-    num_classes = int(y.max()) + 1
+    keep, held = group_split(records, y, fraction, seed, ignore=0)
+    if len(held) == 0:  # every stratum had one record: hold out one at random
+        held_name = np.random.default_rng(seed).choice(np.unique(records))
+        keep, held = np.flatnonzero(records != held_name), np.flatnonzero(records == held_name)
+    return keep, held
+
+
+def group_split(groups: np.ndarray, y: np.ndarray, fraction: float, seed: int,
+                ignore: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Split rows into (keep, held_out) by whole groups (patients), stratified by group label:
+    its most common beat label (patients rarely mix diagnoses), not counting the label
+    `ignore` when the group has others."""
+    groups = np.asarray(groups)
+    names, inverse = np.unique(groups, return_inverse=True)
+    num_classes = int(np.max(y)) + 1
     group_y = np.zeros(len(names), np.int64)
     for g in range(len(names)):
         counts = np.bincount(y[inverse == g], minlength=num_classes)
-        counts[0] = 0  # class 0 (normal) is in every record: it says nothing
-        group_y[g] = counts.argmax() if counts.any() else 0
-    _, held_groups = stratified_split(group_y, fraction, seed)
-    if len(held_groups) == 0:  # every stratum had one record: hold out one at random
-        held_groups = np.random.default_rng(seed).choice(len(names), 1)
-    held = np.isin(inverse, held_groups)
-    return np.flatnonzero(~held), np.flatnonzero(held)
-
-
-def group_split(groups: np.ndarray, y: np.ndarray, fraction: float,
-                seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split rows into (keep, held_out) by whole groups (patients), stratified by group label."""
-    groups = np.asarray(groups)
-    names, inverse = np.unique(groups, return_inverse=True)
-    # A group's label is its most common beat label: patients rarely mix diagnoses.
-    group_y = np.array([np.bincount(y[inverse == g]).argmax() for g in range(len(names))])
+        if ignore is not None and counts.sum() > counts[ignore]:
+            counts[ignore] = 0
+        group_y[g] = counts.argmax()
     _, held_groups = stratified_split(group_y, fraction, seed)
     held = np.isin(inverse, held_groups)
     return np.flatnonzero(~held), np.flatnonzero(held)
