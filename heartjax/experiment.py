@@ -145,7 +145,7 @@ def plot_results(table: pd.DataFrame, path: Path) -> None:
     labels = [m.replace("test_", "").replace("_", " ") for m in metrics]
     n, k = len(table), len(metrics)
     width = 0.8 / n
-    fig, ax = plt.subplots(figsize=(max(6.5, 1.1 * k + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.1 * k + 2) + 2.5, 4.2))
     for i, row in enumerate(table.itertuples(index=False)):
         values = [getattr(row, m) for m in metrics]
         ax.bar(np.arange(k) + (i - (n - 1) / 2) * width, values, width, label=row.variant)
@@ -153,7 +153,7 @@ def plot_results(table: pd.DataFrame, path: Path) -> None:
     ax.set_ylabel("score on the test table")
     ax.set_ylim(0, 1.05)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=min(n, 3), loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: bars stay visible
     ax.set_title("Ablation: test recall (recall first) and macro F1 per variant")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
