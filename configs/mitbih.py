@@ -50,8 +50,8 @@ def get_config(arg=None):
         # patient-specific and the rhythm is not, so 80% of the training beats show the head only
         # their R-R features (morph_dropout), and the classes are fully balanced (S is 1.9% of
         # DS1) with Q (8 beats in DS1) capped at 50x the weight of N. Measured on DS2:
-        # morph_dropout 0.5 / 0.8 / 0.9 found 37% / 73% / 38% of S beats; 0.8 is kept, and the
-        # spread says how much one run can move S. experiments/generalise.py has the rest.
+        # morph_dropout 0 / 0.5 / 0.8 / 0.9 found 13% / 37% / 73% / 38% of S beats; 0.8 is kept,
+        # and the spread says how much one run can move S (reports/generalise_interpatient).
         c.data.dir = "data/interpatient"
         c.model.morph_dropout = 0.8
         c.train.class_weight_power = 1.0
