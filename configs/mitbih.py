@@ -42,7 +42,7 @@ def get_config(arg=None):
         # R-R intervals (logs, and their ratios) join the pooled features in the head. Measured
         # on the kaggle test split against the default resnet1d: S recall 0.856 -> 0.937,
         # macro recall 0.931 -> 0.944, accuracy 98.52% -> 98.74%, F 0.857 -> 0.832 (one seed
-        # each; F has 162 test beats). The tuning runs (reports/mitbih) did not beat this.
+        # each; F has 161 test beats). The tuning runs (reports/mitbih) did not beat this.
         c.model.use_rr = True
 
     if variant == "interpatient":
