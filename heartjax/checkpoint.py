@@ -148,7 +148,8 @@ class Predictor:
             raise UserError("beats contain NaN or infinite values")
         if rr is None:
             if self.config.model.get("use_rr", False):
-                raise UserError("this model needs R-R features: pass rr of shape (N, {len(RR_COLUMNS)}), columns {', '.join(RR_COLUMNS)}")
+                raise UserError(f"this model needs R-R features: pass rr of shape (N, {len(RR_COLUMNS)}), "
+                                f"columns {', '.join(RR_COLUMNS)}")
             rr = np.zeros((len(x), len(RR_COLUMNS)), np.float32)
         rr = np.asarray(rr, np.float32)
         if rr.shape != (len(x), len(RR_COLUMNS)):

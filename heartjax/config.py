@@ -112,9 +112,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(0.0 <= t.target_recall < 1.0, f"train.target_recall={t.target_recall} must be in [0, 1)")
     need(t.trainable in ("all", "head"), f"train.trainable={t.trainable!r}; use all or head")
     for name in ("scale", "noise", "wander", "shift", "stretch"):
-        value = t.augment.get(name, 0)
+        value = t.augment[name]
         need(value >= 0, f"train.augment.{name}={value} must be >= 0 (0 turns it off)")
-    need(t.augment.get("stretch", 0) < 0.5, f"train.augment.stretch={t.augment.get('stretch')} "
+    need(t.augment.stretch < 0.5, f"train.augment.stretch={t.augment.stretch} "
          "must be < 0.5 (a warp by half a beat is no longer the same beat)")
     from heartjax.metrics import SELECTABLE
 

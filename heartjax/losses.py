@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -55,13 +56,12 @@ def get_loss(name: str, focal_gamma: float = 2.0) -> LossFn:
     raise UserError(f"config.train.loss={name!r} is not a loss; use ce, weighted_ce or focal")
 
 
-def loss_weights(labels: np.ndarray, num_classes: int, loss: str, power: float,
-                 cap: float = 0.0) -> np.ndarray:
-    """The class weights a run's loss takes: `class_weights` for the weighted losses, ones for
-    plain cross-entropy."""
-    if loss == "ce":
+def loss_weights(labels: np.ndarray, num_classes: int, t: ml_collections.ConfigDict) -> np.ndarray:
+    """The class weights the loss of a run with train config `t` takes: `class_weights` for the
+    weighted losses, ones for plain cross-entropy."""
+    if t.loss == "ce":
         return np.ones(num_classes, np.float32)
-    return class_weights(labels, num_classes, power, cap)
+    return class_weights(labels, num_classes, t.class_weight_power, t.class_weight_cap)
 
 
 def class_weights(labels: np.ndarray, num_classes: int, power: float = 0.5,

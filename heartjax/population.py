@@ -82,9 +82,7 @@ def class_weights(
 ) -> jax.Array:
     """(K, C) loss weights: each member's class-weight power (ones for plain cross-entropy)."""
     return jnp.asarray(np.stack([
-        losses.loss_weights(labels, num_classes, c.train.loss, c.train.class_weight_power,
-                            c.train.get("class_weight_cap", 0.0))
-        for c in configs
+        losses.loss_weights(labels, num_classes, c.train) for c in configs
     ]))
 
 

@@ -195,7 +195,7 @@ def augment(x: jax.Array, key: jax.Array, a: ml_collections.ConfigDict) -> jax.A
         s = jax.random.randint(k5, (b, 1), -a.shift, a.shift + 1)
         idx = jnp.clip(jnp.arange(n)[None, :] - s, 0, n - 1)
         x = jnp.take_along_axis(x, idx, axis=1)
-    if a.get("stretch", 0) > 0:
+    if a.stretch > 0:
         # sample t * factor (linear interpolation): > 1 compresses the beat, < 1 stretches it;
         # the window starts at the R peak, which stays in place
         factor = jax.random.uniform(k6, (b, 1), minval=1 - a.stretch, maxval=1 + a.stretch)
@@ -316,7 +316,7 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[BeatTable, BeatTable
             "rebuild the tables with "
             "`python -m heartjax.data build` or set --config.model.use_rr=False"
         )
-    train, val = train_val_split(table, d.val_fraction, d.seed, d.get("val_by", "beats"))
+    train, val = train_val_split(table, d.val_fraction, d.seed, d.val_by)
     if 0 < d.train_limit < len(train):  # quick runs: a stratified subsample of the training part
         keep, _ = stratified_split(train.y, 1 - d.train_limit / len(train), d.seed)
         train = train.subset(np.sort(keep))
@@ -383,9 +383,7 @@ def train_and_evaluate(
     else:
         state = create(t.seed)
         train_chunk = make_train_chunk(t)
-        weights = jnp.asarray(losses.loss_weights(
-            train_table.y, num_classes, t.loss, t.class_weight_power, t.get("class_weight_cap", 0.0)
-        ))
+        weights = jnp.asarray(losses.loss_weights(train_table.y, num_classes, t))
     predict_fn = predict.make_predict_fn(model.apply)
     train = to_arrays(train_table)
     val = to_arrays(val_table)
