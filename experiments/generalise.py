@@ -1,7 +1,8 @@
 """What carries a beat classifier to new patients and new recorders? Each row adds one thing to
 the MIT-BIH resnet1d: the beat window alone, the R-R features as a second input, morphology
-dropout (most training beats show the head only their R-R features) and the beat augmentations
-(amplitude scaling, noise, baseline wander, time shift and warp). Run it on both splits:
+dropout (most training beats show the head only their R-R features), the template features (how
+much the beat's QRS looks like its record's median QRS) and the beat augmentations (amplitude
+scaling, noise, baseline wander, time shift and warp). Run it on both splits:
 the default (kaggle tables, base `configs/mitbih.py:best`) and
 `--config configs/mitbih.py:interpatient` (DS1 -> DS2, its own class balancing)."""
 
@@ -9,11 +10,15 @@ from heartjax.experiment import run_script
 
 AUGMENT = {"train.augment.scale": 0.1, "train.augment.noise": 0.01, "train.augment.wander": 0.05,
            "train.augment.shift": 3, "train.augment.stretch": 0.05}
+RR = {"model.use_rr": True, "model.use_template": False}
+DROP = {"model.morph_dropout": 0.8}
+TEMPLATE = {"model.use_rr": True, "model.use_template": True}
 VARIANTS = {
-    "beat_only": {"model.use_rr": False, "model.morph_dropout": 0.0},
-    "beat_rr": {"model.use_rr": True, "model.morph_dropout": 0.0},
-    "rr_morph_dropout": {"model.use_rr": True, "model.morph_dropout": 0.8},
-    "rr_morph_dropout_augment": {"model.use_rr": True, "model.morph_dropout": 0.8, **AUGMENT},
+    "beat_only": {"model.use_rr": False, "model.use_template": False, "model.morph_dropout": 0.0},
+    "beat_rr": {**RR, "model.morph_dropout": 0.0},
+    "rr_morph_dropout": {**RR, **DROP},
+    "rr_morph_dropout_template": {**TEMPLATE, **DROP},
+    "rr_morph_dropout_template_augment": {**TEMPLATE, **DROP, **AUGMENT},
 }
 
 

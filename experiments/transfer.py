@@ -50,7 +50,7 @@ def main() -> None:
     if args.data_dir is None and not (Path(base.data.dir) / "heart_train.parq").exists():
         raise UserError(f"no PTB tables in {base.data.dir}: run `make data-ptb` or pass --data-dir")
     table = run_variants(base, VARIANTS, out, quick=args.quick, data_dir=args.data_dir,
-                         epochs=args.epochs, prepare=prepare)
+                         epochs=args.epochs, prepare=prepare, only=args.only)
     print(table.to_string(index=False))
 
 

@@ -12,4 +12,11 @@ def load_checkpoint(path):
     return _load(path)
 
 
-__all__ = ["load_checkpoint", "__version__"]
+def load_ensemble(paths):
+    """Several trained models as one (the mean of their probabilities): `load_checkpoint` each."""
+    from heartjax.checkpoint import load_ensemble as _load
+
+    return _load(paths)
+
+
+__all__ = ["load_checkpoint", "load_ensemble", "__version__"]

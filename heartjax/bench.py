@@ -30,7 +30,7 @@ import numpy as np
 from heartjax import population, predict
 from heartjax import train as T
 from heartjax.config import base_config
-from heartjax.data import RR_COLUMNS
+from heartjax.data import CONTEXT_WIDTH
 from heartjax.errors import Parser, UserError, cli_entry
 from heartjax.models import build_model
 
@@ -71,7 +71,7 @@ def beats(n: int, data_dir: str = "data") -> tuple[T.Arrays, str]:
         x = rng.random((n, 187), np.float32)
         y = rng.integers(0, 5, n).astype(np.int32)
         source = "random beats"
-    return T.Arrays(jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.zeros((n, len(RR_COLUMNS)), jnp.float32)), source
+    return T.Arrays(jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.zeros((n, CONTEXT_WIDTH), jnp.float32)), source
 
 
 def step_flops(compiled: Any) -> float:

@@ -20,7 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from heartjax import predict
-from heartjax.data import RR_COLUMNS
+from heartjax.data import CONTEXT_WIDTH, RR_COLUMNS, context_features
 from heartjax.errors import UserError
 
 CHECKPOINTS = "checkpoints"
@@ -138,6 +138,11 @@ class Predictor:
     def dataset(self) -> str:
         return self.meta["dataset"]
 
+    @property
+    def needs_rr(self) -> bool:
+        """Whether predictions need the R-R columns (`model.use_rr`)."""
+        return bool(self.config.model.get("use_rr", False))
+
     def _check(self, beats: Any, rr: Any) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(beats, np.float32)
         if x.ndim == 1:
@@ -157,18 +162,80 @@ class Predictor:
                             f"({', '.join(RR_COLUMNS)}); got {rr.shape}")
         return x, rr
 
-    def predict_proba(self, beats: Any, rr: Any = None) -> np.ndarray:
-        """Class probabilities, shape (N, num_classes)."""
-        x, rr = self._check(beats, rr)
-        batch = int(self.config.train.get("eval_batch_size", 1024))
-        return predict.predict_proba(self._predict_fn, self.variables, x, rr, batch)
+    def predict_proba(self, beats: Any, rr: Any = None, records: Any = None) -> np.ndarray:
+        """Class probabilities, shape (N, num_classes).
 
-    def predict(self, beats: Any, rr: Any = None) -> np.ndarray:
+        `rr` (N, 4) holds the R-R columns; `records` names each beat's recording (the template
+        features compare a beat with its record's median beat; None: all beats are one record).
+        """
+        x, rr = self._check(beats, rr)
+        if records is not None and len(records) != len(x):
+            raise UserError(f"records must name the record of each of the {len(x)} beats; got {len(records)}")
+        ctx = context_features(x, rr, records)
+        batch = int(self.config.train.get("eval_batch_size", 1024))
+        return predict.predict_proba(self._predict_fn, self.variables, x, ctx, batch)
+
+    def predict(self, beats: Any, rr: Any = None, records: Any = None) -> np.ndarray:
         """Class ids; a binary model with a stored threshold applies it to P(class 1)."""
-        proba = self.predict_proba(beats, rr)
+        proba = self.predict_proba(beats, rr, records)
         if self.threshold is not None and proba.shape[1] == 2:
             return (proba[:, 1] >= self.threshold).astype(np.int64)
         return proba.argmax(axis=1)
+
+
+@dataclass
+class Ensemble:
+    """Models trained apart (seeds, configs) as one: the mean of their class probabilities.
+
+    Seeds of one config can disagree a lot on new patients (DS2 S recall 0.68-0.92 over three
+    seeds); their mean is steadier than any one of them. No decision threshold is applied: one
+    chosen for a member's probabilities does not hold for the mean.
+    """
+
+    members: list[Predictor]
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise UserError("an ensemble needs at least one checkpoint")
+        first = self.members[0]
+        for m in self.members[1:]:
+            if m.class_names != first.class_names:
+                raise UserError(f"{m.path}: classes {', '.join(m.class_names)} differ from "
+                                f"{first.path}'s {', '.join(first.class_names)}; an ensemble "
+                                "needs models of one dataset")
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.members[0].class_names
+
+    @property
+    def dataset(self) -> str:
+        return self.members[0].dataset
+
+    @property
+    def needs_rr(self) -> bool:
+        return any(m.needs_rr for m in self.members)
+
+    @property
+    def threshold(self) -> None:
+        return None
+
+    @property
+    def path(self) -> str:
+        return ", ".join(str(m.path) for m in self.members)
+
+    def predict_proba(self, beats: Any, rr: Any = None, records: Any = None) -> np.ndarray:
+        """The members' mean class probabilities, shape (N, num_classes)."""
+        return np.mean([m.predict_proba(beats, rr, records) for m in self.members], axis=0)
+
+    def predict(self, beats: Any, rr: Any = None, records: Any = None) -> np.ndarray:
+        """Class ids: the most probable class of the mean."""
+        return self.predict_proba(beats, rr, records).argmax(axis=1)
+
+
+def load_ensemble(paths: list[str | Path]) -> Ensemble:
+    """An `Ensemble` of the best checkpoint at each of `paths` (as `load_checkpoint`)."""
+    return Ensemble([load_checkpoint(p) for p in paths])
 
 
 def load_checkpoint(path: str | Path) -> Predictor:
@@ -182,7 +249,7 @@ def load_checkpoint(path: str | Path) -> Predictor:
     model = build_model(config.model, len(class_names))
     abstract = jax.eval_shape(
         lambda: model.init(
-            jax.random.PRNGKey(0), jnp.zeros((2, 187)), jnp.zeros((2, len(RR_COLUMNS))), train=False
+            jax.random.PRNGKey(0), jnp.zeros((2, 187)), jnp.zeros((2, CONTEXT_WIDTH)), train=False
         )
     )
     target = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}

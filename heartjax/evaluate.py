@@ -12,23 +12,23 @@ from typing import Any
 import numpy as np
 
 from heartjax import metrics
-from heartjax.checkpoint import Predictor, load_checkpoint
+from heartjax.checkpoint import Ensemble, Predictor, load_checkpoint, load_ensemble
 from heartjax.data import RR_COLUMNS, load_table
 from heartjax.errors import Parser, UserError, cli_entry
 
 
-def evaluate(predictor: Predictor, data: str | Path) -> dict[str, Any]:
+def evaluate(predictor: Predictor | Ensemble, data: str | Path) -> dict[str, Any]:
     """All metrics of `predictor` on the table at `data` (the checkpoint's decision rule applied)."""
     table = load_table(data)  # the dataset is inferred, so a mismatch can be reported
     if table.dataset != predictor.dataset:
         raise UserError(
             f"{data}: holds {table.dataset} beats but the checkpoint was trained on {predictor.dataset}"
         )
-    rr = table.rr if predictor.config.model.get("use_rr", False) else None
-    if predictor.config.model.get("use_rr", False) and rr is None:
+    rr = table.rr if predictor.needs_rr else None
+    if predictor.needs_rr and rr is None:
         raise UserError(f"{data}: the model needs the R-R columns {', '.join(RR_COLUMNS)}; "
                         "rebuild the table with `python -m heartjax.data build mitbih`")
-    proba = predictor.predict_proba(table.x, rr)
+    proba = predictor.predict_proba(table.x, rr, table.records)
     out = metrics.evaluate_predictions(table.y, proba, predictor.class_names, predictor.threshold)
     out["checkpoint"] = str(predictor.path)
     out["data"] = str(data)
@@ -96,13 +96,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = Parser(
         description="Evaluate a heartjax checkpoint on a beat table (parquet or Kaggle CSV)."
     )
-    parser.add_argument("--checkpoint", required=True,
-                        help="a checkpoint step folder, a train workdir or a tune run folder (its best is used)")
+    parser.add_argument("--checkpoint", required=True, nargs="+", metavar="PATH",
+                        help="a checkpoint step folder, a train workdir or a tune run folder (its best "
+                             "is used); several: their ensemble (the mean of their probabilities)")
     parser.add_argument("--data", required=True, help="beat table, e.g. data/heart_big_test.parq")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--plot", metavar="PNG", help="also save the confusion matrix as a PNG")
     args = parser.parse_args(argv)
-    predictor = load_checkpoint(args.checkpoint)
+    paths = args.checkpoint
+    predictor = load_checkpoint(paths[0]) if len(paths) == 1 else load_ensemble(paths)
     m = evaluate(predictor, args.data)
     if args.plot:
         plot_confusion(m, predictor.class_names, args.plot)

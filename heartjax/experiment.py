@@ -43,6 +43,9 @@ def parse_args(
     p.add_argument("--quick", action="store_true",
                    help="a few epochs on a small stratified subsample: checks the pipeline, not the answer")
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs of every variant")
+    p.add_argument("--only", default=None, metavar="NAME[,NAME]",
+                   help="train only these variants; the other rows of --out's results.csv are kept "
+                        "(add a row to an ablation without retraining the rest)")
     return p.parse_args()
 
 
@@ -62,14 +65,21 @@ def run_variants(
     data_dir: str | None = None,
     epochs: int | None = None,
     prepare: Callable[[str, ml_collections.ConfigDict, Path], None] | None = None,
+    only: str | None = None,
 ) -> pd.DataFrame:
-    """Train every variant into `out/<name>`, evaluate on test, write the comparison."""
+    """Train every variant (or the comma-separated `only`) into `out/<name>`, evaluate on test,
+    write the comparison; with `only`, the other variants' rows come from `out/results.csv`."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     from heartjax.train import train_and_evaluate
 
+    chosen, kept = _select(out, variants, only)
+    out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, overrides in variants.items():
+        if name in kept:
+            rows.append(kept[name])
+        if name not in chosen:
+            continue
         config = space.apply(base, overrides)
         if data_dir:
             config.data.dir = data_dir
@@ -105,6 +115,18 @@ def run_variants(
     return table
 
 
+def _select(out: Path, variants: Variants, only: str | None) -> tuple[set[str], dict[str, dict]]:
+    """The variants to train, and the rows of `out/results.csv` that `--only` leaves alone."""
+    if only is None:
+        return set(variants), {}
+    names = {n.strip() for n in only.split(",") if n.strip()}
+    if not names or not names <= set(variants):
+        raise UserError(f"--only {only!r}: choose among {', '.join(variants)}")
+    csv = out / "results.csv"
+    old = pd.read_csv(csv).to_dict("records") if csv.exists() else []
+    return names, {r["variant"]: r for r in old if r["variant"] in variants and r["variant"] not in names}
+
+
 def run_script(doc: str, config: str, variants: Variants, default_out: str) -> None:
     """The whole `main` of a one-config ablation script: flags, runs, printed table."""
     from heartjax.cli import load_config
@@ -116,7 +138,8 @@ def run_script(doc: str, config: str, variants: Variants, default_out: str) -> N
             "default": f"{CONFIGS}/{config}",
             "help": f"base config the variants change (default configs/{config})"})])
         table = run_variants(load_config(args.config), variants, args.out,
-                             quick=args.quick, data_dir=args.data_dir, epochs=args.epochs)
+                             quick=args.quick, data_dir=args.data_dir, epochs=args.epochs,
+                             only=args.only)
         print(table.to_string(index=False))
 
     main()

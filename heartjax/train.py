@@ -29,8 +29,10 @@ from heartjax import checkpoint as ckpt
 from heartjax import losses, metrics, population, predict
 from heartjax.config import validate
 from heartjax.data import (
+    CONTEXT_WIDTH,
     RR_COLUMNS,
     BeatTable,
+    context_features,
     load_dataset,
     load_table,
     stratified_split,
@@ -45,7 +47,7 @@ ReportFn = Callable[[int, dict[str, float], "Path | None"], None]
 
 
 class Arrays(NamedTuple):
-    """A split as device arrays: beats (N, 187), labels (N,), R-R features (N, 3)."""
+    """A split as device arrays: beats (N, 187), labels (N,), R-R and template features (N, 6)."""
 
     x: jax.Array
     y: jax.Array
@@ -70,8 +72,13 @@ def enable_compilation_cache() -> None:
 
 
 def to_arrays(table: BeatTable) -> Arrays:
-    """Put a beat table on the device once; R-R features are zeros when the table has none."""
-    rr = table.rr if table.rr is not None else np.zeros((len(table), len(RR_COLUMNS)), np.float32)
+    """Put a beat table on the device once with its context features (`heartjax.data.template`);
+    they are zeros when the table has no R-R columns (models without use_rr ignore them)."""
+    rr = (
+        context_features(table.x, table.rr, table.records)
+        if table.rr is not None
+        else np.zeros((len(table), CONTEXT_WIDTH), np.float32)
+    )
     return Arrays(jnp.asarray(table.x), jnp.asarray(table.y, jnp.int32), jnp.asarray(rr))
 
 
@@ -143,7 +150,7 @@ def create_train_state(
     variables wherever the path and shape match (transfer learning: all but a resized head)."""
     x = jnp.zeros((2, 187), jnp.float32)
     k_init, k_train = jax.random.split(jax.random.PRNGKey(seed))
-    variables = model.init(k_init, x, jnp.ones((2, len(RR_COLUMNS)), jnp.float32), train=False)
+    variables = model.init(k_init, x, jnp.ones((2, CONTEXT_WIDTH), jnp.float32), train=False)
     if init_from is not None:
         variables = transfer_variables(variables, init_from)
     return TrainState.create(

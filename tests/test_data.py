@@ -17,15 +17,19 @@ import wfdb
 
 from heartjax.data import (
     CLASS_NAMES,
+    CONTEXT_WIDTH,
     RR_COLUMNS,
     SIGNAL_LEN,
     TABLE_FILES,
+    TEMPLATE_FEATURES,
     BeatTable,
+    context_features,
     load_dataset,
     load_kaggle_ptb,
     load_table,
     physionet,
     stratified_split,
+    template_features,
     train_val_split,
     write_table,
 )
@@ -175,6 +179,24 @@ def test_rr_features():
     assert np.allclose(rr[:, 3], 5.0 / 4)  # the record's mean, the same for every beat
     many = physionet.rr_features(np.arange(0, 100 * 360, 360), fs=360)
     assert np.allclose(many, 1.0)
+
+
+def test_template_features_compare_a_beat_with_its_records_median():
+    t = np.arange(187)
+    normal = np.exp(-0.5 * ((t - 5) / 3.0) ** 2)  # narrow QRS just after the R peak
+    wide = np.exp(-0.5 * ((t - 25) / 10.0) ** 2)  # a different, wider complex
+    x = np.stack([normal, normal, normal, wide, 2 * wide, 2 * wide, 2 * wide])
+    f = template_features(x, np.array(["a"] * 4 + ["b"] * 3))
+    assert TEMPLATE_FEATURES == ("qrs_corr", "qrs_rms")
+    assert f.shape == (7, 2) and f.dtype == np.float32
+    np.testing.assert_allclose(f[:3], [[1.0, 0.0]] * 3, atol=1e-6)  # a's usual beat
+    assert f[3, 0] < 0.5 and f[3, 1] > 0.05  # a's odd one out
+    np.testing.assert_allclose(f[4:], [[1.0, 0.0]] * 3, atol=1e-6)  # b's median is wide
+    assert template_features(x)[0, 0] < 0.5  # one record when none are named: wide is usual
+    flat = template_features(np.zeros((3, 187)))
+    assert np.isfinite(flat).all() and (flat == 0).all()  # nothing to compare: no NaN
+    ctx = context_features(x, np.ones((7, 4)), None)
+    assert ctx.shape == (7, CONTEXT_WIDTH) and (ctx[:, :4] == 1).all()
 
 
 def test_ptb_label_from_header_comments():
@@ -342,6 +364,10 @@ def test_full_mitbih_tables_content(mitbih_tables):
     assert test.dataset == "mitbih" and test.rr is not None
     assert {"record", "sample", "lead", *RR_COLUMNS} <= set(test.meta.columns)
     assert (test.rr > 0).all()
+    # the template features separate ectopic ventricular beats from the rest on real records
+    corr = template_features(test.x, test.records)[:, 0]
+    assert np.median(corr[test.y == 2]) < 0.6 < 0.9 < np.median(corr[test.y == 0])
+    assert np.median(corr[test.y == 1]) > 0.9  # S beats are conducted normally
     train_meta = pd.read_parquet(mitbih_tables / TABLE_FILES["mitbih"][0],
                                  columns=["record", "lead", "target"])
     meta = pd.concat([train_meta, test.meta[["record", "lead"]]])

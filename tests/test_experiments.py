@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 from nbclient import NotebookClient
@@ -22,7 +23,7 @@ def _run_script(name: str, *args) -> subprocess.CompletedProcess:
                           cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
-@pytest.mark.parametrize("script, rows", [("loss", 4), ("reshape_2d", 6), ("resnet_size", 5), ("generalise", 4)])
+@pytest.mark.parametrize("script, rows", [("loss", 4), ("reshape_2d", 6), ("resnet_size", 5), ("generalise", 5)])
 def test_mitbih_ablation_quick(script, rows, mitbih_tables, tmp_path):
     result = _run_script(script, "--data-dir", mitbih_tables, "--out", tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -34,6 +35,17 @@ def test_mitbih_ablation_quick(script, rows, mitbih_tables, tmp_path):
     assert (tmp_path / "results.png").stat().st_size > 10_000
     for variant in table["variant"]:
         assert (tmp_path / variant / "test_metrics.json").is_file()
+    if script == "generalise":  # a template model compares each beat with its own record
+        import heartjax
+        from heartjax.data import load_dataset
+        from heartjax.errors import UserError
+
+        model = heartjax.load_checkpoint(tmp_path / "rr_morph_dropout_template")
+        test = load_dataset(mitbih_tables, "mitbih", "test").subset(np.arange(3000))
+        by_record = model.predict_proba(test.x, test.rr, test.records)
+        assert not np.allclose(by_record, model.predict_proba(test.x, test.rr))  # one group
+        with pytest.raises(UserError, match="records must name"):
+            model.predict_proba(test.x, test.rr, test.records[:10])
 
 
 def test_transfer_quick_on_real_ptb(mitbih_tables, ptb_tables, tmp_path):
@@ -74,3 +86,22 @@ def test_notebook_runs_headless(mitbih_tables, tmp_path):
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "record 208:" in text and "accuracy" in text
     assert (tmp_path / "record_208_beats.png").stat().st_size > 20_000
+
+
+def test_only_trains_the_named_variants_and_keeps_the_other_rows(mitbih_tables, tmp_path):
+    from heartjax.errors import UserError
+    from heartjax.experiment import run_variants
+
+    base = load_config(str(REPO / "configs/mitbih.py:smoke"))
+    base.data.dir = str(mitbih_tables)
+    variants = {"a": {}, "b": {"train.learning_rate": 3e-3}, "c": {}}
+    pd.DataFrame([{"variant": "a", "test_macro_recall": 0.123},
+                  {"variant": "gone", "test_macro_recall": 0.5}]).to_csv(tmp_path / "results.csv", index=False)
+    with pytest.raises(UserError, match="--only 'x'"):
+        run_variants(base, variants, tmp_path, quick=True, only="x")
+    table = run_variants(base, variants, tmp_path, quick=True, epochs=1, only="b")
+    assert list(table["variant"]) == ["a", "b"]  # a kept as it was, b trained, c never ran
+    assert table.loc[0, "test_macro_recall"] == 0.123
+    assert 0 <= table.loc[1, "test_macro_recall"] <= 1 and (tmp_path / "b" / "test_metrics.json").is_file()
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+    assert list(pd.read_csv(tmp_path / "results.csv")["variant"]) == ["a", "b"]

@@ -40,7 +40,7 @@ def synthetic_beats(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.n
         -0.5 * ((t - 120 - shift) / 6.0) ** 2
     )
     x = np.where(y[:, None] == 0, narrow, wide) + 0.05 * rng.normal(size=(n, 187))
-    rr = rng.uniform(0.6, 1.2, size=(n, 4))
+    rr = np.concatenate([rng.uniform(0.6, 1.2, size=(n, 4)), rng.uniform(0.0, 1.0, size=(n, 2))], axis=1)
     return x.astype(np.float32), rr.astype(np.float32), y.astype(np.int32)
 
 
@@ -152,7 +152,7 @@ def test_use_rr(small):
 def test_morph_dropout_drops_whole_beat_shapes():
     head = layers.Head(3, (), use_rr=True, morph_dropout=0.5)
     rng = np.random.default_rng(0)
-    h, rr = jnp.asarray(rng.normal(size=(64, 6))), jnp.asarray(rng.uniform(0.5, 1, (64, 4)))
+    h, rr = jnp.asarray(rng.normal(size=(64, 6))), jnp.asarray(rng.uniform(0.5, 1, (64, 6)))
     variables = head.init(KEY, h, rr, False)
     dropped = head.apply(variables, h, rr, True, rngs={"dropout": KEY})
     zero = head.apply(variables, jnp.zeros_like(h), rr, False)
@@ -183,6 +183,24 @@ def test_adam_lowers_loss_on_synthetic_beats(small):
         params, stats, opt, _ = small.step(params, stats, opt, jax.random.fold_in(KEY, 100 + i))
     final = small.eval_loss(params, stats)
     assert final < 0.5 * initial, (initial, final)
+
+
+def test_use_template_reads_the_last_two_columns(small):
+    """Without use_template the head ignores the template columns; with it, it reads them."""
+    moved = small.rr.copy()
+    moved[:, 4:] = moved[:, 4:][::-1]
+    without = small.eval(small.variables, small.x, small.rr)
+    np.testing.assert_array_equal(without, small.eval(small.variables, small.x, moved))
+    model = small.model.clone(use_template=True)
+    variables = model.init(RNGS, small.x, small.rr)
+    assert not np.allclose(model.apply(variables, small.x, small.rr),
+                           model.apply(variables, small.x, moved))
+    f = layers.template_features(jnp.array([[0.9, 0.05], [0.1, 0.0]]))
+    np.testing.assert_allclose(
+        f, [[0.9, np.log(0.05)], [0.1, np.log(1e-3)]], rtol=1e-5, atol=1e-7
+    )
+    with pytest.raises(UserError, match="model.use_template.*use_rr"):
+        build_model({"name": "cnn1d", "use_template": True}, 5)
 
 
 def test_rr_features():

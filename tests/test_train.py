@@ -67,6 +67,36 @@ def test_checkpoint_round_trip_matches_evaluate(ptb_run, ptb_tables):
     np.testing.assert_array_equal(heartjax.load_checkpoint(ptb_run).predict_proba(test.x), proba)
 
 
+def test_ensemble_averages_its_members(ptb_run, ptb_tables):
+    import dataclasses
+
+    import jax
+
+    from heartjax.checkpoint import Ensemble
+
+    one = heartjax.load_checkpoint(ptb_run)
+    other = dataclasses.replace(one, variables=jax.tree.map(lambda v: 0.5 * v, one.variables))
+    test = load_table(ptb_tables / "heart_test.parq")
+    a, b = one.predict_proba(test.x), other.predict_proba(test.x)
+    assert not np.allclose(a, b)
+    both = Ensemble([one, other])
+    np.testing.assert_allclose(both.predict_proba(test.x), (a + b) / 2, rtol=1e-6)
+    np.testing.assert_array_equal(both.predict(test.x), ((a + b) / 2).argmax(1))
+    assert both.threshold is None and both.class_names == one.class_names
+    with pytest.raises(UserError, match="an ensemble needs models of one dataset"):
+        Ensemble([one, dataclasses.replace(one, class_names=("N", "S", "V", "F", "Q"))])
+    # the CLI: two checkpoints are their ensemble; the same one twice is that model
+    single = run_module("heartjax.evaluate", "--checkpoint", ptb_run,
+                        "--data", ptb_tables / "heart_test.parq", "--json")
+    twice = run_module("heartjax.evaluate", "--checkpoint", ptb_run, ptb_run,
+                       "--data", ptb_tables / "heart_test.parq", "--json")
+    assert twice.returncode == 0, twice.stderr
+    m1, m2 = json.loads(single.stdout), json.loads(twice.stdout)
+    # (no stored threshold applies to a mean: compare what does not depend on one)
+    assert m2["roc_auc"] == pytest.approx(m1["roc_auc"]) and m2["auc_pr"] == pytest.approx(m1["auc_pr"])
+    assert m2["checkpoint"].count(",") == 1
+
+
 def test_load_checkpoint_from_a_relative_path(ptb_run, monkeypatch):
     monkeypatch.chdir(ptb_run.parent)
     model = heartjax.load_checkpoint(ptb_run.name)

@@ -15,17 +15,27 @@ from heartjax.data.tables import (
     load_table,
     write_table,
 )
+from heartjax.data.template import (
+    CONTEXT_WIDTH,
+    TEMPLATE_FEATURES,
+    context_features,
+    template_features,
+)
 
 __all__ = [
     "CLASS_NAMES",
+    "CONTEXT_WIDTH",
     "RR_COLUMNS",
     "SIGNAL_LEN",
     "TABLE_FILES",
+    "TEMPLATE_FEATURES",
     "BeatTable",
+    "context_features",
     "load_dataset",
     "load_kaggle_ptb",
     "load_table",
     "stratified_split",
+    "template_features",
     "train_val_split",
     "write_table",
 ]

@@ -58,6 +58,11 @@ class BeatTable:
         return self.meta[list(RR_COLUMNS)].to_numpy(dtype=np.float32)
 
     @property
+    def records(self) -> np.ndarray | None:
+        """The record each beat comes from, or None when the table has no `record` column."""
+        return self.meta["record"].to_numpy() if "record" in self.meta.columns else None
+
+    @property
     def class_names(self) -> tuple[str, ...]:
         """Names of the classes, indexed by label."""
         return CLASS_NAMES[self.dataset]

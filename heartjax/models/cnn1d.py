@@ -27,6 +27,7 @@ class Model(nn.Module):
     global_pool: str = "max"  # max | mean | flatten (flatten keeps where in the beat)
     use_rr: bool = False
     morph_dropout: float = 0.0
+    use_template: bool = False
     conv_impl: str = "patch"
 
     def __post_init__(self) -> None:
@@ -60,7 +61,8 @@ class Model(nn.Module):
         elif self.global_pool == "max":
             h = h.max(axis=1)
         return layers.Head(
-            self.num_classes, self.head_hidden, self.dropout, self.use_rr, self.morph_dropout
+            self.num_classes, self.head_hidden, self.dropout, self.use_rr, self.morph_dropout,
+            self.use_template,
         )(
             h, rr, train
         )

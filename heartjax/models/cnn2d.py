@@ -31,6 +31,7 @@ class Model(nn.Module):
     head_hidden: Sequence[int] = (512,)
     use_rr: bool = False
     morph_dropout: float = 0.0
+    use_template: bool = False
     conv_impl: str = "patch"
 
     def __post_init__(self) -> None:
@@ -71,7 +72,8 @@ class Model(nn.Module):
                 x = nn.relu(layers.norm(self.norm, train)(x))
             x = layers.max_pool(x, (2, 2))
         return layers.Head(
-            self.num_classes, self.head_hidden, self.dropout, self.use_rr, self.morph_dropout
+            self.num_classes, self.head_hidden, self.dropout, self.use_rr, self.morph_dropout,
+            self.use_template,
         )(
             x, rr, train
         )

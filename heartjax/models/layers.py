@@ -25,6 +25,8 @@ NORMS = ("batch", "layer", "none")
 CONV_IMPLS = ("patch", "xla")
 BEAT_LENGTH = 187
 NUM_RR_FEATURES = 9  # logs of the 4 intervals, of prev and next over local, of prev, next, local over record
+NUM_RR = 4  # R-R columns at the start of a model's `rr` input; the template features follow
+NUM_TEMPLATE_FEATURES = 2  # the QRS's correlation with its record's median QRS, RMS difference
 
 
 # --- configuration helpers ------------------------------------------------------------------
@@ -56,6 +58,8 @@ def check_common(m: nn.Module, positive: Sequence[str] = ()) -> None:
     require(0.0 <= m.morph_dropout < 1.0, "morph_dropout", m.morph_dropout, "must be in [0, 1)")
     require(m.use_rr or m.morph_dropout == 0.0, "morph_dropout", m.morph_dropout,
             "needs model.use_rr=True (without R-R features the head would see nothing)")
+    require(m.use_rr or not m.use_template, "use_template", m.use_template,
+            "needs model.use_rr=True (the template features travel with the R-R features)")
     if hasattr(m, "conv_impl"):
         require(m.conv_impl in CONV_IMPLS, "conv_impl", m.conv_impl, "choose patch or xla")
     for field in positive:
@@ -195,15 +199,26 @@ def rr_features(rr: jnp.ndarray) -> jnp.ndarray:
     record's mean say "premature for this patient", which transfers across patients where
     seconds do not (DS1 -> DS2: a logistic regression on these alone finds 62% of S beats).
     """
-    if rr.ndim != 2 or rr.shape[-1] != 4:
-        raise ValueError(f"rr must have shape (batch, 4), got {rr.shape}")
+    if rr.ndim != 2 or rr.shape[-1] != NUM_RR:
+        raise ValueError(f"rr must have shape (batch, {NUM_RR}), got {rr.shape}")
     log = jnp.log(jnp.maximum(rr, 1e-3))  # a zero interval (missing neighbours) stays finite
     local, record = log[:, 2:3], log[:, 3:4]
     return jnp.concatenate([log, log[:, :2] - local, log[:, :3] - record], axis=-1)
 
 
+def template_features(t: jnp.ndarray) -> jnp.ndarray:
+    """(B, 2k) (correlation with, RMS difference from) the record's median, for k windows of the
+    beat (`heartjax.data.template`) -> the correlations, then the logs of the differences (as for
+    R-R, a ratio becomes a difference)."""
+    return jnp.concatenate([t[:, 0::2], jnp.log(jnp.maximum(t[:, 1::2], 1e-3))], axis=-1)
+
+
 class Head(nn.Module):
-    """Pooled features (+ RR features when use_rr) -> Dense/ReLU/Dropout per hidden -> logits.
+    """Pooled features (+ R-R features when use_rr, + template features when use_template)
+    -> Dense/ReLU/Dropout per hidden -> logits.
+
+    `rr` is (B, 6): the R-R intervals (`heartjax.data.RR_COLUMNS`), then the beat's similarity
+    to its record's median beat (`heartjax.data.template`).
 
     `morph_dropout`: in training, the whole pooled beat-shape vector of a beat is zeroed with
     this probability, so the head must also classify from the R-R features alone. Shapes are
@@ -215,16 +230,22 @@ class Head(nn.Module):
     dropout: float = 0.0
     use_rr: bool = False
     morph_dropout: float = 0.0
+    use_template: bool = False
 
     @nn.compact
     def __call__(self, h: jnp.ndarray, rr: jnp.ndarray | None, train: bool) -> jnp.ndarray:
         h = h.reshape(h.shape[0], -1)
         if self.use_rr:
-            if rr is None:
-                raise ValueError("the model has use_rr=True: pass rr, shape (batch, 4)")
+            width = NUM_RR + NUM_TEMPLATE_FEATURES
+            if rr is None or rr.ndim != 2 or rr.shape[-1] != width:
+                raise ValueError(f"the model has use_rr=True: pass rr, shape (batch, {width})")
+            rr = rr.astype(h.dtype)
             # one mask entry per beat (broadcast over features) drops the beat's whole shape
             h = nn.Dropout(self.morph_dropout, broadcast_dims=(1,), deterministic=not train)(h)
-            h = jnp.concatenate([h, rr_features(rr.astype(h.dtype))], axis=-1)
+            parts = [h, rr_features(rr[:, :NUM_RR])]
+            if self.use_template:
+                parts.append(template_features(rr[:, NUM_RR:]))
+            h = jnp.concatenate(parts, axis=-1)
         for width in self.hidden:
             h = nn.relu(nn.Dense(int(width))(h))
             h = nn.Dropout(self.dropout, deterministic=not train)(h)

@@ -30,6 +30,7 @@ class Model(nn.Module):
     head_hidden: Sequence[int] = (32, 32)
     use_rr: bool = False
     morph_dropout: float = 0.0
+    use_template: bool = False
     conv_impl: str = "patch"
 
     def __post_init__(self) -> None:
@@ -60,7 +61,8 @@ class Model(nn.Module):
             h = nn.relu(h + y)
             h = layers.max_pool(h, (self.pool_size,), (self.pool_stride,))
         return layers.Head(
-            self.num_classes, self.head_hidden, self.dropout, self.use_rr, self.morph_dropout
+            self.num_classes, self.head_hidden, self.dropout, self.use_rr, self.morph_dropout,
+            self.use_template,
         )(
             h, rr, train
         )

@@ -64,6 +64,7 @@ class Model(nn.Module):
     head_hidden: Sequence[int] = ()
     use_rr: bool = False
     morph_dropout: float = 0.0
+    use_template: bool = False
     conv_impl: str = "patch"
 
     def __post_init__(self) -> None:
@@ -93,7 +94,8 @@ class Model(nn.Module):
         if self.pre_norm:
             h = layers.norm(self.norm, train)(h)
         return layers.Head(
-            self.num_classes, self.head_hidden, self.dropout, self.use_rr, self.morph_dropout
+            self.num_classes, self.head_hidden, self.dropout, self.use_rr, self.morph_dropout,
+            self.use_template,
         )(
             h.mean(axis=1), rr, train
         )

@@ -67,10 +67,6 @@ def class_counts(run: Run, table) -> dict[str, int]:
     return dict(zip(run.class_names, counts, strict=False))
 
 
-def _uses_rr(predictor) -> bool:
-    return bool(predictor.config.model.get("use_rr", False))
-
-
 def _model_key(predictor) -> str:
     """Trials whose models differ only in dropout run the same inference program (dropout is
     off at inference), so they can share one compiled predict function."""
@@ -108,10 +104,10 @@ def evaluate_trials(run: Run, test, *, keep: str | None = None) -> dict[str, Tri
             continue
         # one compiled program per architecture, not one per trial
         predictor._predict_fn = programs.setdefault(_model_key(predictor), predictor._predict_fn)
-        if _uses_rr(predictor) and test.rr is None:
+        if predictor.needs_rr and test.rr is None:
             out[tid] = TrialEval(error=f"{test.path} has no R-R columns, which this model needs")
             continue
-        proba = predictor.predict_proba(test.x, test.rr if _uses_rr(predictor) else None)
+        proba = predictor.predict_proba(test.x, test.rr if predictor.needs_rr else None, test.records)
         m = metrics.evaluate_predictions(test.y, proba, predictor.class_names, predictor.threshold)
         e = TrialEval(metrics=m, threshold=predictor.threshold, checkpoint=str(predictor.path),
                       epoch=predictor.meta.get("epoch"))
@@ -160,7 +156,7 @@ def operating_points(run: Run, best: TrialEval, test, train_path: Path,
         notes.append(f"the validation split of {train_path} has {len(val)} beats but training "
                      f"used {expected}: the table changed since tuning, so the threshold chosen on "
                      "it is suspect")
-    val_score = predictor.predict_proba(val.x, val.rr if _uses_rr(predictor) else None)[:, 1]
+    val_score = predictor.predict_proba(val.x, val.rr if predictor.needs_rr else None, val.records)[:, 1]
     test_score = best.proba[:, 1]
     t_target = metrics.threshold_for_recall(val.y, val_score, target_recall)
     points = {"argmax": 0.5, "stored": best.threshold, "target": t_target}
