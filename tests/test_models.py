@@ -195,6 +195,9 @@ def test_use_template_reads_the_last_two_columns(small):
     variables = model.init(RNGS, small.x, small.rr)
     assert not np.allclose(model.apply(variables, small.x, small.rr),
                            model.apply(variables, small.x, moved))
+    from heartjax.data import CONTEXT_WIDTH
+
+    assert layers.NUM_RR + layers.NUM_TEMPLATE_FEATURES == CONTEXT_WIDTH  # what the data layer sends
     f = layers.template_features(jnp.array([[0.9, 0.05], [0.1, 0.0]]))
     np.testing.assert_allclose(
         f, [[0.9, np.log(0.05)], [0.1, np.log(1e-3)]], rtol=1e-5, atol=1e-7
