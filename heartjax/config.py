@@ -48,6 +48,7 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     c.train.loss = "weighted_ce"  # recall first: rare classes weigh more
     c.train.class_weight_power = 0.5  # weights (n / n_c)^power; 1 = fully balanced
     c.train.class_weight_cap = 0.0  # >0: no class weighs more than cap x the most common one
+    c.train.class_weight_scale = ()  # one factor per class multiplying those weights; () = none
     c.train.focal_gamma = 2.0
     c.train.seed = 0
     c.train.select_metric = "macro_recall"  # the client wants recall first
@@ -106,6 +107,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(t.optimizer in OPTIMIZERS, f"train.optimizer={t.optimizer!r}; use one of {OPTIMIZERS}")
     need(t.loss in LOSSES, f"train.loss={t.loss!r}; use one of {LOSSES}")
     need(t.class_weight_cap >= 0, f"train.class_weight_cap={t.class_weight_cap} must be >= 0 (0: no cap)")
+    need(all(v > 0 for v in t.get("class_weight_scale", ())),
+         f"train.class_weight_scale={tuple(t.get('class_weight_scale', ()))} must hold factors > 0")
     need(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay} must be >= 0")
     need(t.patience >= 1, f"train.patience={t.patience} must be >= 1")
     need(t.keep_checkpoints >= 1, f"train.keep_checkpoints={t.keep_checkpoints} must be >= 1")

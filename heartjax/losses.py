@@ -61,21 +61,28 @@ def loss_weights(labels: np.ndarray, num_classes: int, t: ml_collections.ConfigD
     weighted losses, ones for plain cross-entropy."""
     if t.loss == "ce":
         return np.ones(num_classes, np.float32)
-    return class_weights(labels, num_classes, t.class_weight_power, t.class_weight_cap)
+    scale = tuple(t.get("class_weight_scale", ()))
+    if scale and len(scale) != num_classes:
+        raise UserError(f"bad config: train.class_weight_scale has {len(scale)} values for "
+                        f"{num_classes} classes; give one per class, or () for none")
+    return class_weights(labels, num_classes, t.class_weight_power, t.class_weight_cap, scale)
 
 
 def class_weights(labels: np.ndarray, num_classes: int, power: float = 0.5,
-                  cap: float = 0.0) -> np.ndarray:
+                  cap: float = 0.0, scale: tuple[float, ...] = ()) -> np.ndarray:
     """Inverse-frequency weights (n / n_c)^power, normalised to mean 1 over the training beats.
 
     power 1 is full re-balancing; 0.5 (default) softens it so the rare classes gain recall
     without flooding the common class with false alarms. `cap` > 0: no class weighs more than
     `cap` times the most common one, so a class of a handful of beats (Q in DS1: 8) cannot
-    dominate every batch it appears in.
+    dominate every batch it appears in. `scale` (one factor per class) then multiplies them: how a
+    confusion that costs more than the counts say (a V beat called S) is made to cost more.
     """
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     w = (counts.sum() / np.maximum(counts, 1.0)) ** power
     if cap > 0:
         w = np.minimum(w, cap * w.min())
+    if scale:
+        w = w * np.asarray(scale, np.float64)
     w = w / (w * counts).sum() * counts.sum()  # the average example keeps weight 1
     return w.astype(np.float32)

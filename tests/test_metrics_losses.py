@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+import ml_collections
 import pytest
 
 from heartjax import losses, metrics
+from heartjax.errors import UserError
 
 
 def test_confusion_and_derived_metrics():
@@ -75,3 +77,16 @@ def test_class_weight_cap_bounds_the_rarest_class():
     assert (w[y]).mean() == pytest.approx(1.0)  # still averages one over the beats
     np.testing.assert_allclose(losses.class_weights(y, 3, power=1.0, cap=1000.0),
                                losses.class_weights(y, 3, power=1.0))  # a loose cap changes nothing
+
+
+def test_class_weight_scale_multiplies_one_class():
+    y = np.array([0] * 900 + [1] * 90 + [2] * 10)
+    plain = losses.class_weights(y, 3, power=1.0)
+    scaled = losses.class_weights(y, 3, power=1.0, scale=(1.0, 3.0, 1.0))
+    assert scaled[1] / scaled[2] == pytest.approx(3 * plain[1] / plain[2])
+    assert scaled[0] / scaled[2] == pytest.approx(plain[0] / plain[2])
+    assert (scaled[y]).mean() == pytest.approx(1.0)
+    t = ml_collections.ConfigDict({"loss": "weighted_ce", "class_weight_power": 1.0,
+                                   "class_weight_cap": 0.0, "class_weight_scale": (1.0, 3.0)})
+    with pytest.raises(UserError, match="class_weight_scale has 2 values for 3 classes"):
+        losses.loss_weights(y, 3, t)
