@@ -189,7 +189,7 @@ class Predictor:
 class Ensemble:
     """Models trained apart (seeds, configs) as one: the mean of their class probabilities.
 
-    Seeds of one config can disagree a lot on new patients (DS2 S recall 0.68-0.92 over three
+    Seeds of one config can disagree a lot on new patients (DS2 S recall 0.68-0.87 over three
     seeds); their mean is steadier than any one of them. No decision threshold is applied: one
     chosen for a member's probabilities does not hold for the mean.
     """

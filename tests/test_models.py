@@ -156,14 +156,35 @@ def test_morph_dropout_drops_whole_beat_shapes():
     variables = head.init(KEY, h, rr, False)
     dropped = head.apply(variables, h, rr, True, rngs={"dropout": KEY})
     zero = head.apply(variables, jnp.zeros_like(h), rr, False)
-    scaled = head.apply(variables, 2 * h, rr, False)  # kept shapes are rescaled by 1/(1-p)
+    # kept shapes are not rescaled: the head sees in training what it sees in evaluation
+    kept = head.apply(variables, h, rr, False)
     is_zero = np.isclose(dropped, zero, atol=1e-5).all(1)
-    is_scaled = np.isclose(dropped, scaled, atol=1e-5).all(1)
-    assert (is_zero | is_scaled).all() and 10 < is_zero.sum() < 54
+    is_kept = np.isclose(dropped, kept, atol=1e-5).all(1)
+    assert (is_zero | is_kept).all() and 10 < is_zero.sum() < 54
     np.testing.assert_allclose(head.apply(variables, h, rr, False),  # evaluation keeps all
                                layers.Head(3, (), use_rr=True).apply(variables, h, rr, False))
     with pytest.raises(UserError, match="model.morph_dropout.*use_rr"):
         build_model({"name": "resnet1d", "morph_dropout": 0.5}, 5)
+
+
+def test_morph_mix_averages_the_predictions_with_and_without_the_shape():
+    rng = np.random.default_rng(1)
+    h, rr = jnp.asarray(rng.normal(size=(16, 6))), jnp.asarray(rng.uniform(0.5, 1, (16, 6)))
+    plain = layers.Head(3, (8,), use_rr=True, morph_dropout=0.8)
+    mixed = layers.Head(3, (8,), use_rr=True, morph_dropout=0.8, morph_mix=0.25)
+    variables = plain.init(KEY, h, rr, False)  # the mix adds no parameters
+    with_shape = jax.nn.softmax(plain.apply(variables, h, rr, False))
+    without = jax.nn.softmax(plain.apply(variables, jnp.zeros_like(h), rr, False))
+    assert not np.allclose(with_shape, without, atol=1e-3)
+    np.testing.assert_allclose(jax.nn.softmax(mixed.apply(variables, h, rr, False)),
+                               0.75 * with_shape + 0.25 * without, rtol=1e-5, atol=1e-6)
+    # training is unchanged: the same dropout draw gives the same logits
+    np.testing.assert_allclose(mixed.apply(variables, h, rr, True, rngs={"dropout": KEY}),
+                               plain.apply(variables, h, rr, True, rngs={"dropout": KEY}))
+    with pytest.raises(UserError, match="model.morph_mix.*morph_dropout"):
+        build_model({"name": "resnet1d", "use_rr": True, "morph_mix": 0.5}, 5)
+    with pytest.raises(UserError, match="model.morph_mix.*in \\[0, 1\\]"):
+        build_model({"name": "resnet1d", "use_rr": True, "morph_dropout": 0.5, "morph_mix": 2.0}, 5)
 
 
 def test_conv_impls_give_the_same_model(small):

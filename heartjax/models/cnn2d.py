@@ -32,6 +32,7 @@ class Model(nn.Module):
     use_rr: bool = False
     morph_dropout: float = 0.0
     use_template: bool = False
+    morph_mix: float = 0.0
     conv_impl: str = "patch"
 
     def __post_init__(self) -> None:
@@ -73,7 +74,7 @@ class Model(nn.Module):
             x = layers.max_pool(x, (2, 2))
         return layers.Head(
             self.num_classes, self.head_hidden, self.dropout, self.use_rr, self.morph_dropout,
-            self.use_template,
+            self.use_template, self.morph_mix,
         )(
             x, rr, train
         )

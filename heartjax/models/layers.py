@@ -14,6 +14,7 @@ import itertools
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -58,6 +59,10 @@ def check_common(m: nn.Module, positive: Sequence[str] = ()) -> None:
     require(0.0 <= m.morph_dropout < 1.0, "morph_dropout", m.morph_dropout, "must be in [0, 1)")
     require(m.use_rr or m.morph_dropout == 0.0, "morph_dropout", m.morph_dropout,
             "needs model.use_rr=True (without R-R features the head would see nothing)")
+    require(0.0 <= m.morph_mix <= 1.0, "morph_mix", m.morph_mix, "must be in [0, 1]")
+    require(m.morph_mix == 0.0 or m.morph_dropout > 0.0, "morph_mix", m.morph_mix,
+            "needs model.morph_dropout > 0 (only morphology dropout trains the head without "
+            "the beat's shape)")
     require(m.use_rr or not m.use_template, "use_template", m.use_template,
             "needs model.use_rr=True (the template features travel with the R-R features)")
     if hasattr(m, "conv_impl"):
@@ -223,7 +228,13 @@ class Head(nn.Module):
     `morph_dropout`: in training, the whole pooled beat-shape vector of a beat is zeroed with
     this probability, so the head must also classify from the R-R features alone. Shapes are
     patient-specific and the rhythm is not: this keeps a network trained on some patients from
-    ignoring prematurity when it meets new ones."""
+    ignoring prematurity when it meets new ones.
+
+    `morph_mix`: morphology dropout trains two classifiers in one, with and without the beat's
+    shape. At evaluation the class probabilities are (1 - morph_mix) x those with the shape +
+    morph_mix x those without it (returned as their logs, so a softmax gives the mixture back):
+    the shape-free half transfers to new patients, the other knows the shapes. Training is
+    unchanged; 0 evaluates with the shape only."""
 
     num_classes: int
     hidden: Sequence[int] = ()
@@ -231,17 +242,29 @@ class Head(nn.Module):
     use_rr: bool = False
     morph_dropout: float = 0.0
     use_template: bool = False
+    morph_mix: float = 0.0
 
     @nn.compact
     def __call__(self, h: jnp.ndarray, rr: jnp.ndarray | None, train: bool) -> jnp.ndarray:
         h = h.reshape(h.shape[0], -1)
+        mix = self.morph_mix if self.use_rr and not train else 0.0
         if self.use_rr:
             width = NUM_RR + NUM_TEMPLATE_FEATURES
             if rr is None or rr.ndim != 2 or rr.shape[-1] != width:
                 raise ValueError(f"the model has use_rr=True: pass rr, shape (batch, {width})")
             rr = rr.astype(h.dtype)
-            # one mask entry per beat (broadcast over features) drops the beat's whole shape
-            h = nn.Dropout(self.morph_dropout, broadcast_dims=(1,), deterministic=not train)(h)
+            if train and self.morph_dropout > 0:
+                # one mask entry per beat drops the beat's whole shape. Unlike nn.Dropout, the
+                # kept shapes are not scaled up by 1 / (1 - p): the head then learns two modes,
+                # "shape present" and "shape absent", and evaluation (shape always present)
+                # meets the first as trained, not a shape 1 - p times smaller than any it saw.
+                keep = jax.random.bernoulli(
+                    self.make_rng("dropout"), 1.0 - self.morph_dropout, (h.shape[0], 1)
+                )
+                h = h * keep.astype(h.dtype)
+            if mix > 0:  # the same head, run on the beats with their shapes and without
+                h = jnp.concatenate([h, jnp.zeros_like(h)], axis=0)
+                rr = jnp.concatenate([rr, rr], axis=0)
             parts = [h, rr_features(rr[:, :NUM_RR])]
             if self.use_template:
                 parts.append(template_features(rr[:, NUM_RR:]))
@@ -249,4 +272,8 @@ class Head(nn.Module):
         for width in self.hidden:
             h = nn.relu(nn.Dense(int(width))(h))
             h = nn.Dropout(self.dropout, deterministic=not train)(h)
-        return nn.Dense(self.num_classes)(h)
+        logits = nn.Dense(self.num_classes)(h)
+        if mix > 0:
+            with_shape, without = jnp.split(jax.nn.log_softmax(logits), 2, axis=0)
+            return jnp.logaddexp(jnp.log1p(-mix) + with_shape, jnp.log(mix) + without)
+        return logits
