@@ -57,8 +57,9 @@ def get_config(arg=None):
         # their R-R features (morph_dropout), and the classes are fully balanced (S is 1.9% of
         # DS1) with Q (8 beats in DS1) capped at 50x the weight of N. Measured on DS2 without
         # template features (and with the earlier dropout that rescaled the kept shapes):
-        # morph_dropout 0 / 0.5 / 0.8 / 0.9 found 13% / 37% / 73% / 38% of S beats. The template features (the beat's QRS against its own record's median QRS)
-        # tell a normally conducted premature beat (S) from an ectopic one (V) on new patients.
+        # morph_dropout 0 / 0.5 / 0.8 / 0.9 found 13% / 37% / 73% / 38% of S beats. The template
+        # features (the beat's QRS against its own record's median QRS) tell a normally
+        # conducted premature beat (S) from an ectopic one (V) on new patients.
         # Morphology dropout trains one head with and without the beat's shape; at evaluation
         # morph_mix averages the two (the shape-free one transfers, the other knows shapes).
         # DS2 over seeds 0 / 1 / 2 (README, "interpatient split"): S 0.845 / 0.869 / 0.678,

@@ -1,10 +1,10 @@
 """What carries a beat classifier to new patients and new recorders? Each row adds one thing to
 the MIT-BIH resnet1d: the beat window alone, the R-R features as a second input, morphology
 dropout (most training beats show the head only their R-R features; evaluation averages the
-predictions with and without the shape), the template features (how
-much the beat's QRS looks like its record's median QRS) and the beat augmentations (amplitude
-scaling, noise, baseline wander, time shift and warp). Run it on both splits:
-the default (kaggle tables, base `configs/mitbih.py:best`) and
+predictions with and without the shape), the template features (how much the beat's QRS looks
+like its record's median QRS) and the beat augmentations (amplitude scaling, noise, baseline
+wander, time shift and warp). Run it on both splits: the default (kaggle tables, base
+`configs/mitbih.py:best`) and
 `--config configs/mitbih.py:interpatient` (DS1 -> DS2, its own class balancing)."""
 
 from heartjax.experiment import run_script

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ml_collections
 
 from heartjax.data.splits import VAL_BY
+from heartjax.data.tables import CLASS_NAMES
 from heartjax.errors import UserError
 
 SCHEDULES = ("constant", "cosine", "onecycle", "exponential")
@@ -107,8 +108,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(t.optimizer in OPTIMIZERS, f"train.optimizer={t.optimizer!r}; use one of {OPTIMIZERS}")
     need(t.loss in LOSSES, f"train.loss={t.loss!r}; use one of {LOSSES}")
     need(t.class_weight_cap >= 0, f"train.class_weight_cap={t.class_weight_cap} must be >= 0 (0: no cap)")
-    need(all(v > 0 for v in t.get("class_weight_scale", ())),
-         f"train.class_weight_scale={tuple(t.get('class_weight_scale', ()))} must hold factors > 0")
+    scale, classes = tuple(t.class_weight_scale), CLASS_NAMES[d.dataset]
+    need(not scale or len(scale) == len(classes),
+         f"train.class_weight_scale={scale} needs one factor per class "
+         f"({', '.join(classes)}), or () for none")
+    need(all(v > 0 for v in scale), f"train.class_weight_scale={scale} must hold factors > 0")
     need(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay} must be >= 0")
     need(t.patience >= 1, f"train.patience={t.patience} must be >= 1")
     need(t.keep_checkpoints >= 1, f"train.keep_checkpoints={t.keep_checkpoints} must be >= 1")

@@ -61,11 +61,8 @@ def loss_weights(labels: np.ndarray, num_classes: int, t: ml_collections.ConfigD
     weighted losses, ones for plain cross-entropy."""
     if t.loss == "ce":
         return np.ones(num_classes, np.float32)
-    scale = tuple(t.get("class_weight_scale", ()))
-    if scale and len(scale) != num_classes:
-        raise UserError(f"bad config: train.class_weight_scale has {len(scale)} values for "
-                        f"{num_classes} classes; give one per class, or () for none")
-    return class_weights(labels, num_classes, t.class_weight_power, t.class_weight_cap, scale)
+    return class_weights(labels, num_classes, t.class_weight_power, t.class_weight_cap,
+                         tuple(t.class_weight_scale))
 
 
 def class_weights(labels: np.ndarray, num_classes: int, power: float = 0.5,

@@ -185,7 +185,9 @@ def test_augmentations_change_beats_as_described():
         (["--config", "configs/ptb.py", "--config.train.augment.noise=-0.1"], "augment.noise"),
         (["--config", "configs/ptb.py", "--config.data.val_by=patients"], "data.val_by"),
         (["--config", "configs/ptb.py", "--config.train.class_weight_scale=(1,-1)"],
-         "class_weight_scale"),
+         "must hold factors > 0"),
+        (["--config", "configs/ptb.py", "--config.train.class_weight_scale=(1,2,3)"],
+         "one factor per class (normal, abnormal)"),
     ],
 )
 def test_bad_config_is_one_line_error(args, needle, tmp_path):
