@@ -9,7 +9,7 @@ PTB_SAMPLE ?= ../shared/data/course/ptb_sample.parq
 CONFIG ?= configs/mitbih.py
 WORKDIR ?= runs/mitbih
 
-.PHONY: setup data data-interpatient data-ptb tune train mitbih-best interpatient-best interpatient-ensemble ptb-best test lint clean
+.PHONY: setup data data-interpatient data-ptb tune tune-ptb tune-cnn2d tune-transformer tune-compare train mitbih-best interpatient-best interpatient-ensemble ptb-best test lint clean
 
 setup: $(VENV)/.installed
 
@@ -39,8 +39,27 @@ $(DATA)/ptb/heart_train.parq: | setup
 data-ptb: $(DATA)/ptb/heart_train.parq
 
 # Rerunning `make tune` continues an interrupted run instead of refusing to overwrite it.
+# The search runs tune.time_budget_s (45 min), then the winner trains at full fidelity and the
+# report is written to WORKDIR/report.
 tune: setup data
 	$(PY) -m heartjax.tune --config $(CONFIG) --workdir $(WORKDIR) $(if $(wildcard $(WORKDIR)/ray),--resume)
+
+# PTB: the search on the course sample's training part (20 min), the winner, the report.
+tune-ptb: setup data-ptb
+	$(PY) -m heartjax.tune --config configs/ptb.py --workdir runs/ptb $(if $(wildcard runs/ptb/ray),--resume)
+
+# The same space and an hour each: random search with full-fidelity trials (ASHA by epochs)
+# against the default (Optuna TPE on the ladder); the report's best_so_far.png draws both.
+COMPARE = --config.tune.time_budget_s=3600 --config.tune.retrain=False
+tune-compare: setup data
+	$(PY) -m heartjax.tune --config configs/mitbih.py --workdir runs/compare/random-full $(COMPARE) --config.tune.search_alg=random --config.tune.ladder=\(\) --config.tune.start_points=\(\) --config.tune.grace_period=3 --no-report
+	$(PY) -m heartjax.tune --config configs/mitbih.py --workdir runs/compare/tpe-ladder $(COMPARE) --no-report
+	$(PY) -m heartjax.report runs/compare/random-full runs/compare/tpe-ladder --out reports/tune_compare
+
+# The course's two models tuned on MIT-BIH: each search starts from the untuned original, and
+# the report puts the original beside the tuned winner on the test split.
+tune-cnn2d tune-transformer: tune-%: setup data
+	$(PY) -m heartjax.tune --config configs/mitbih.py:tune_$* --workdir runs/mitbih-tune_$* $(if $(wildcard runs/mitbih-tune_$*/ray),--resume)
 
 train: setup data
 	$(PY) -m heartjax.train --config $(CONFIG) --workdir runs/train-$(notdir $(basename $(CONFIG)))

@@ -79,8 +79,22 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     c.tune.max_concurrent_trials = 2
     c.tune.cpus_per_trial = 1
     c.tune.gpus_per_trial = 0.0
-    c.tune.time_budget_s = 0  # 0: no limit
+    c.tune.time_budget_s = 0  # seconds of search (the winner's retraining comes after); 0: none
     c.tune.seed = 0
+    c.tune.startup_trials = 10  # optuna: random trials before TPE models the history
+    # Cheap fidelities (heartjax.fidelity): one training pool per rung (beats of a stratified
+    # subset, 0 = the whole split); rung k trains rung_beats * reduction_factor**k beats from
+    # scratch and ASHA keeps the best 1/reduction_factor for the next rung. () = every trial
+    # trains the full config (train.epochs on the whole split), ASHA stops it by epochs.
+    c.tune.ladder = ()
+    c.tune.rung_beats = 16_384
+    # Trials that start the search: dicts of space values (space paths), every other searched
+    # field at the config's own value; {} trains the config as it is.
+    c.tune.start_points = ()
+    c.tune.retrain = True  # with a ladder: train the winner at full fidelity into WORKDIR/best
+    # also train the config as it is (the untuned original) at full fidelity into
+    # WORKDIR/original: the report puts it beside the tuned winner on the test split
+    c.tune.train_original = False
     # >1: each trial trains this many models at once (heartjax.population), drawing the
     # member-level fields of the space (learning rate, weight decay, class-weight power, seed)
     # per member; Ray's searcher and scheduler see the trial's best member.

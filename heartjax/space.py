@@ -6,6 +6,12 @@ element `"path=value"` that makes the parameter conditional:
     s.train.learning_rate = ("loguniform", 1e-4, 3e-3)
     s.model.name = ("choice", ["cnn2d", "resnet1d"])
     s.model.hidden = ("choice", [16, 32, 64], "model.name=cnn2d")   # only for cnn2d
+    s.model.resnet1d.num_blocks = ("randint", 3, 6)  # model.num_blocks, only for resnet1d
+
+A model's name as a key under `model` holds that model's own fields: several architectures can
+each search their `num_blocks` with their own range. Such a parameter is named by its space path
+(`model.resnet1d.num_blocks`: Optuna's name and the trial table's column) and sets the config
+path without the model (`model.num_blocks`).
 
 Kinds: choice [values], uniform low high, loguniform low high, randint low high (inclusive),
 quniform low high step. Sampling is define-by-run (Optuna), so conditional spaces are exact.
@@ -14,6 +20,7 @@ quniform low high step. Sampling is define-by-run (Optuna), so conditional space
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,20 +40,37 @@ class Param:
     path: str  # dotted config path, e.g. "train.learning_rate"
     kind: str
     args: tuple
-    when: tuple[str, Any] | None = None  # (path, value) that must hold for the field to exist
+    when: tuple[str, Any] | None = None  # (name, value) that must hold for the field to exist
+    name: str = ""  # unique space path (differs from `path` for per-model fields); "" = path
+
+    @property
+    def key(self) -> str:
+        """The parameter's unique name: Optuna's, and its key in a trial's values."""
+        return self.name or self.path
 
     def sample(self, trial: Any) -> Any:
         """Draw a value through an Optuna trial (define-by-run)."""
         a = self.args
         if self.kind == "choice":
-            return a[0][trial.suggest_categorical(self.path + ":index", list(range(len(a[0]))))]
+            return a[0][trial.suggest_categorical(self.key + ":index", list(range(len(a[0]))))]
         if self.kind == "uniform":
-            return trial.suggest_float(self.path, a[0], a[1])
+            return trial.suggest_float(self.key, a[0], a[1])
         if self.kind == "loguniform":
-            return trial.suggest_float(self.path, a[0], a[1], log=True)
+            return trial.suggest_float(self.key, a[0], a[1], log=True)
         if self.kind == "randint":
-            return trial.suggest_int(self.path, a[0], a[1])
-        return trial.suggest_float(self.path, a[0], a[1], step=a[2])
+            return trial.suggest_int(self.key, a[0], a[1])
+        return trial.suggest_float(self.key, a[0], a[1], step=a[2])
+
+    def optuna_value(self, value: Any) -> tuple[str, Any]:
+        """(Optuna's parameter name, value) for `value`: how a start point is enqueued."""
+        if self.kind == "choice":
+            choices = [tuple(v) if isinstance(v, list) else v for v in self.args[0]]
+            v = tuple(value) if isinstance(value, list) else value
+            if v not in choices:
+                raise UserError(f"bad config: tune.start_points: {self.key}={value!r} is not one "
+                                f"of the space's choices {list(self.args[0])}")
+            return self.key + ":index", choices.index(v)
+        return self.key, value
 
     def draw(self, rng: np.random.Generator) -> Any:
         """Draw a value at random (population members inside a trial)."""
@@ -83,8 +107,9 @@ def _parse_value(text: str) -> Any:
 def parse(space: Any, config: ml_collections.ConfigDict) -> list[Param]:
     """Validate the space against `config` and return its parameters (conditions last)."""
     params = []
-    for path, leaf in _leaves(space):
-        where = f"tune.search_space.{path}"
+    for name, leaf in _leaves(space):
+        where = f"tune.search_space.{name}"
+        path = config_path(name)
         if not isinstance(leaf, (tuple, list)) or not leaf or leaf[0] not in KINDS:
             raise UserError(f"bad config: {where} must be a tuple (kind, ...) with kind in {KINDS}")
         kind, *args = leaf
@@ -95,10 +120,42 @@ def parse(space: Any, config: ml_collections.ConfigDict) -> list[Param]:
                 raise UserError(f"bad config: {where}: condition must be 'path=value', got {cond!r}")
             cpath, _, cval = cond.partition("=")
             when = (cpath.strip(), _parse_value(cval.strip()))
+        if path != name:  # model.<model>.<field>: the field exists only for that model
+            model = name.split(".")[1]
+            if when is not None and when != ("model.name", model):
+                raise UserError(f"bad config: {where}: a field under model.{model} holds only "
+                                f"for model.name={model}; drop its condition {cond!r}")
+            when = ("model.name", model)
         _check_args(where, kind, args)
-        params.append(Param(path, kind, tuple(args), when))
+        params.append(Param(path, kind, tuple(args), when, name if path != name else ""))
     _check_paths(params, config)
-    return sorted(params, key=lambda p: p.when is not None)
+    return sorted(_fixed_conditions(params, config), key=lambda p: p.when is not None)
+
+
+def _fixed_conditions(params: list[Param], config: ml_collections.ConfigDict) -> list[Param]:
+    """A condition on a field the space does not search is decided by the config's value."""
+    searched = {p.key for p in params}
+    out = []
+    for p in params:
+        if p.when is None or p.when[0] in searched:
+            out.append(p)
+        elif _get(config, p.when[0]) == p.when[1]:
+            out.append(dataclasses.replace(p, when=None))
+        else:
+            raise UserError(f"bad config: tune.search_space.{p.key} needs {p.when[0]}="
+                            f"{p.when[1]}, but the config has {_get(config, p.when[0])!r} and "
+                            "does not search it")
+    return out
+
+
+def config_path(name: str) -> str:
+    """The config path a space path sets: `model.<model>.<field>` -> `model.<field>`."""
+    from heartjax.models import available_models
+
+    parts = name.split(".")
+    if len(parts) == 3 and parts[0] == "model" and parts[1] in available_models():
+        return f"model.{parts[2]}"
+    return name
 
 
 def _check_args(where: str, kind: str, args: list) -> None:
@@ -124,10 +181,12 @@ def _model_fields(name: str) -> set[str]:
 
 def _check_paths(params: Sequence[Param], config: ml_collections.ConfigDict) -> None:
     """Every searched path must exist in the config, or in the model its condition selects."""
-    names = {p.path: p for p in params}
+    names = {p.key: p for p in params}
+    if len(names) < len(params):
+        raise UserError("bad config: tune.search_space names a field twice")
     model_choices = names["model.name"].args[0] if "model.name" in names else [config.model.name]
     for p in params:
-        where = f"tune.search_space.{p.path}"
+        where = f"tune.search_space.{p.key}"
         if p.when is not None and p.when[0] not in names and _get(config, p.when[0]) is None:
             raise UserError(f"bad config: {where}: condition on unknown field {p.when[0]}")
         if p.path == "model.name":
@@ -169,15 +228,47 @@ class DefineByRun:
         chosen: dict[str, Any] = {}
         for p in self.params:
             if p.when is None or chosen.get(p.when[0]) == p.when[1]:
-                chosen[p.path] = p.sample(trial)
+                chosen[p.key] = p.sample(trial)
         # Ray passes the returned constants on to the trainable as its config
         return {"params": chosen}
 
 
+def start_point(params: Sequence[Param], config: ml_collections.ConfigDict,
+                values: dict[str, Any]) -> dict[str, Any]:
+    """Optuna's values for a trial that trains `config` with `values` (space paths) set, every
+    other searched field at the config's own value: how the search starts from a known model."""
+    for key in values:
+        if key not in {p.key for p in params}:
+            raise UserError(f"bad config: tune.start_points names {key}, which the space does "
+                            "not search")
+    chosen: dict[str, Any] = {}
+    point: dict[str, Any] = {}
+    model = values.get("model.name", config.model.name)
+    for p in params:
+        if p.when is not None and chosen.get(p.when[0], _get(config, p.when[0])) != p.when[1]:
+            continue
+        if p.key in values:
+            value = values[p.key]
+        elif p.path.startswith("model.") and p.path != "model.name":
+            from heartjax.models import default_model_config
+
+            base = config.model if model == config.model.name else default_model_config(model)
+            value = base[p.path.split(".", 1)[1]]
+        else:
+            value = _get(config, p.path)
+        chosen[p.key] = value
+        name, v = p.optuna_value(value)
+        point[name] = v
+    return point
+
+
 def apply(config: ml_collections.ConfigDict, values: dict[str, Any]) -> ml_collections.ConfigDict:
-    """A copy of `config` with sampled values set (model.name first, resetting model defaults)."""
+    """A copy of `config` with sampled values set (model.name first, resetting model defaults).
+
+    Keys are space paths (`train.learning_rate`, `model.cnn2d.hidden`)."""
     from heartjax.cli import set_model
 
+    values = {config_path(k): v for k, v in values.items()}
     c = copy.deepcopy(config)
     if "model.name" in values and values["model.name"] != c.model.name:
         set_model(c, values["model.name"])

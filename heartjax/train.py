@@ -8,6 +8,7 @@ validation, early stopping, Orbax checkpoints and logs.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -85,9 +86,14 @@ def to_arrays(table: BeatTable) -> Arrays:
 # ----------------------------------------------------------------------------- optimiser
 
 
-def create_learning_rate_fn(t: ml_collections.ConfigDict, steps_per_epoch: int, peak: float) -> optax.Schedule:
+# The schedule's shape is laid over this many nominal steps and stretched to a run's length by an
+# injected factor: runs of any length (epochs, fidelity rungs) share one compiled program.
+NOMINAL_STEPS = 1 << 20
+
+
+def create_learning_rate_fn(t: ml_collections.ConfigDict, steps_per_epoch: float, peak: float) -> optax.Schedule:
     """The schedule named by `train.schedule` with maximum `peak`, in optimiser steps."""
-    total = max(t.epochs * steps_per_epoch, 1)
+    total = max(round(t.epochs * steps_per_epoch), 1)
     warmup = int(t.warmup_epochs * steps_per_epoch)
     if t.schedule == "constant":
         return optax.constant_schedule(peak)
@@ -103,13 +109,15 @@ def create_learning_rate_fn(t: ml_collections.ConfigDict, steps_per_epoch: int, 
 def _optimizer(
     learning_rate: jax.Array,
     weight_decay: jax.Array,
+    stretch: jax.Array,
     *,
     name: str,
     momentum: float,
     grad_clip: float,
     shape: optax.Schedule,
 ) -> optax.GradientTransformation:
-    """adam, adamw (decoupled decay) or sgd+momentum, scaled by `learning_rate * shape(step)`."""
+    """adam, adamw (decoupled decay) or sgd+momentum, scaled by
+    `learning_rate * shape(step * stretch)` (`shape` spans NOMINAL_STEPS)."""
     parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
     if name == "adam":
         parts.append(optax.scale_by_adam())
@@ -117,15 +125,17 @@ def _optimizer(
         parts += [optax.scale_by_adam(), optax.add_decayed_weights(weight_decay)]
     else:
         parts += [optax.add_decayed_weights(weight_decay), optax.trace(decay=momentum)]
-    parts += [optax.scale_by_schedule(shape), optax.scale(-learning_rate)]
+    parts += [optax.scale_by_schedule(lambda count: shape(count * stretch)),
+              optax.scale(-learning_rate)]
     return optax.chain(*parts)
 
 
-def create_optimizer(t: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.GradientTransformation:
+def create_optimizer(t: ml_collections.ConfigDict, steps_per_epoch: float) -> optax.GradientTransformation:
     """The optimiser of `train.optimizer` with the schedule's shape and gradient clipping.
 
-    Learning rate and weight decay are injected hyperparameters (arrays in the optimiser
-    state, not constants in the program): trials that differ only in them share one compiled
+    Learning rate, weight decay and the schedule's stretch (NOMINAL_STEPS / the run's steps)
+    are injected hyperparameters (arrays in the optimiser state, not constants in the
+    program): trials that differ only in them, or in their length, share one compiled
     program, and a population can give each member its own values.
     """
     if t.optimizer not in ("adam", "adamw", "sgd"):
@@ -136,21 +146,34 @@ def create_optimizer(t: ml_collections.ConfigDict, steps_per_epoch: int) -> opta
     return inject(
         learning_rate=t.learning_rate,
         weight_decay=t.weight_decay,
+        stretch=schedule_stretch(t, steps_per_epoch),
         name=t.optimizer,
         momentum=t.momentum,
         grad_clip=t.grad_clip,
-        shape=create_learning_rate_fn(t, steps_per_epoch, 1.0),
+        shape=create_learning_rate_fn(t, NOMINAL_STEPS / t.epochs, 1.0),
     )
 
 
+def schedule_stretch(t: ml_collections.ConfigDict, steps_per_epoch: float) -> float:
+    """The factor that maps a run's steps onto the schedule's NOMINAL_STEPS."""
+    return NOMINAL_STEPS / max(t.epochs * steps_per_epoch, 1)
+
+
 def create_train_state(
-    model: nn.Module, tx: optax.GradientTransformation, seed: int, init_from: Any = None
+    model: nn.Module, tx: optax.GradientTransformation, seed: int, init_from: Any = None,
+    compiled: bool = False,
 ) -> TrainState:
     """Initialise parameters (and batch stats) from `seed`, then copy in `init_from`'s
-    variables wherever the path and shape match (transfer learning: all but a resized head)."""
+    variables wherever the path and shape match (transfer learning: all but a resized head).
+
+    `compiled` runs the initialisation as one jitted program instead of op by op: seconds
+    faster for an architecture the process has not built before (tuning trials), with the same
+    random draws up to the last bit of the scaling."""
     x = jnp.zeros((2, 187), jnp.float32)
     k_init, k_train = jax.random.split(jax.random.PRNGKey(seed))
-    variables = model.init(k_init, x, jnp.ones((2, CONTEXT_WIDTH), jnp.float32), train=False)
+    init = jax.jit(functools.partial(model.init, train=False)) if compiled else functools.partial(
+        model.init, train=False)
+    variables = init(k_init, x, jnp.ones((2, CONTEXT_WIDTH), jnp.float32))
     if init_from is not None:
         variables = transfer_variables(variables, init_from)
     return TrainState.create(

@@ -1,17 +1,27 @@
 """`python -m heartjax.tune --config configs/mitbih.py --workdir runs/mitbih`: Ray Tune.
 
 The config's `tune` section is the whole experiment: the search space (see heartjax.space),
-the search algorithm, the scheduler and the budget. Each trial runs `train_and_evaluate` (the
-same code as `heartjax.train`) into `WORKDIR/trials/<trial id>` and reports every epoch, so ASHA
-can stop bad trials early. Afterwards the run folder holds a tidy table of every trial
-(`trials.csv`, `epochs.csv`), `summary.json` and the trials' Orbax checkpoints; the run's best is
-`heartjax.load_checkpoint(WORKDIR)`.
+the search algorithm, the scheduler, the fidelity ladder and the budget.
+
+With a ladder (`tune.ladder`, see heartjax.fidelity) a trial climbs rungs of growing budget in
+training beats seen, each a short training on a class-stratified pool, and ASHA keeps the best
+1/`tune.reduction_factor` of each rung for the next; no trial checkpoint is written. When the search ends (all trials
+done, or `tune.time_budget_s` spent) the winner, the best trial of the highest rung reached, is
+trained at full fidelity (`train.epochs` on the whole split, as `heartjax.train`) into
+`WORKDIR/best`. Without a ladder every trial runs `train_and_evaluate` into
+`WORKDIR/trials/<trial id>` and reports every epoch.
+
+Afterwards the run folder holds a tidy table of every trial (`trials.csv`, and `rungs.csv` or
+`epochs.csv`) and `summary.json`; the run's best model is `heartjax.load_checkpoint(WORKDIR)`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -21,7 +31,7 @@ import ml_collections
 import numpy as np
 import pandas as pd
 
-from heartjax import population, space
+from heartjax import fidelity, population, space
 from heartjax.config import validate
 from heartjax.errors import UserError, cli_entry
 
@@ -78,7 +88,16 @@ def check_tune_config(config: ml_collections.ConfigDict) -> list[space.Param]:
             import hpbandster  # noqa: F401
         except ImportError:
             raise UserError("tune.search_alg=bohb needs `pip install hpbandster ConfigSpace`") from None
-    return space.parse(t.search_space, config)
+    fidelity.check_ladder(t)
+    if t.ladder and t.population > 1:
+        raise UserError("bad config: tune.population > 1 runs full-fidelity trials; set "
+                        "tune.ladder=() or tune.population=1")
+    if t.time_budget_s < 0:
+        raise UserError(f"bad config: tune.time_budget_s={t.time_budget_s} must be >= 0 (0: none)")
+    params = space.parse(t.search_space, config)
+    for point in t.start_points:
+        space.start_point(params, config, dict(point))  # a bad start point fails here
+    return params
 
 
 # ----------------------------------------------------------------------------- the trial
@@ -94,6 +113,12 @@ def trainable(
 
     values = trial_config.get("params", trial_config)  # BOHB passes the values flat
     config = space.apply(ml_collections.ConfigDict(base), values)
+    if config.tune.ladder:
+        budgets = fidelity.rung_budgets(config.tune)
+        # ASHA decides on "budget", the rung's nominal beats (its milestones exactly)
+        fidelity.train_ladder(
+            config, splits, lambda row: tune.report({**row, "budget": budgets[row["rung"]]}))
+        return
     trial_id = tune.get_context().get_trial_id()
     workdir = Path(run_dir) / "trials" / trial_id
     members = None
@@ -117,6 +142,12 @@ def _scheduler(config: ml_collections.ConfigDict):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
 
     t = config.tune
+    if t.ladder and t.scheduler != "fifo":  # decisions at the rung ends, in beats seen
+        budgets = fidelity.rung_budgets(t)
+        kind = ASHAScheduler if t.scheduler == "asha" else HyperBandScheduler
+        extra = {"grace_period": budgets[0]} if t.scheduler == "asha" else {}
+        return kind(time_attr="budget", max_t=budgets[-1], reduction_factor=t.reduction_factor,
+                    **extra)
     if t.scheduler == "asha":
         return ASHAScheduler(
             time_attr="training_iteration",
@@ -146,9 +177,11 @@ def _searcher(config: ml_collections.ConfigDict, params: list[space.Param]):
     sampler = (
         optuna.samplers.RandomSampler(seed=t.seed)
         if t.search_alg == "random"
-        else optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=min(4, t.num_samples))
+        else optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=min(t.startup_trials, t.num_samples))
     )
-    return OptunaSearch(space.DefineByRun(tuple(params)), metric=t.metric, mode=t.mode, sampler=sampler)
+    points = [space.start_point(params, config, dict(p)) for p in t.start_points]
+    return OptunaSearch(space.DefineByRun(tuple(params)), metric=t.metric, mode=t.mode,
+                        sampler=sampler, points_to_evaluate=points or None)
 
 
 def _dataset_record(config, splits) -> dict[str, Any]:
@@ -197,6 +230,8 @@ def run(
     address = ray_address or os.environ.get("RAY_ADDRESS")
     if address:
         _match_cluster_auth()  # before Ray is imported: it reads the mode once
+    if verbose < 2:  # Ray's own tables and banners stay quiet; heartjax prints its own line
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     import ray
     from ray import tune
 
@@ -217,6 +252,8 @@ def run(
             f"or drop --ray_address and RAY_ADDRESS to run locally ({e})"
         ) from None
     t0 = time.time()
+    # SIGTERM ends the run as Ctrl-C does: Ray saves its state and the trials so far are written
+    previous_term = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
         fn = tune.with_resources(
             tune.with_parameters(
@@ -244,15 +281,83 @@ def run(
                     name=RAY_DIR,
                     storage_path=str(workdir),
                     failure_config=tune.FailureConfig(max_failures=0),
-                    callbacks=_mlflow_callbacks(mlflow, workdir, config) if mlflow is not None else [],
-                    verbose=verbose,
+                    callbacks=[
+                        *([_progress(config)] if verbose == 1 else []),
+                        *(_mlflow_callbacks(mlflow, workdir, config) if mlflow is not None else []),
+                    ],
+                    # verbose 1 is heartjax's progress line, 2 Ray's own tables and logs
+                    verbose=0 if verbose < 2 else 2,
                 ),
             )
         results = tuner.fit()
     finally:
         ray.shutdown()
+        signal.signal(signal.SIGTERM, previous_term)
     summary = write_tables(workdir, results, config, params, time.time() - t0)
+    if summary["status_counts"].get("interrupted") and not _budget_spent(config, time.time() - t0):
+        summary["interrupted"] = True
+        return summary
+    if config.tune.ladder and config.tune.retrain and summary["best"]:
+        summary["retrained"] = retrain_best(config, summary, workdir, splits, verbose)
+        trials = pd.read_csv(workdir / "trials.csv", dtype={"trial_id": str})
+        trials.loc[trials["trial_id"] == summary["best"]["trial_id"], "workdir"] = str(workdir / "best")
+        trials.to_csv(workdir / "trials.csv", index=False)
+        summary["best"]["workdir"] = str(workdir / "best")
+    if config.tune.train_original:
+        summary["original"] = train_full(config, {}, workdir / "original", splits, verbose,
+                                         "the untuned original")
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def _budget_spent(config: ml_collections.ConfigDict, wall_s: float) -> bool:
+    """Whether the search ended on its time budget (its running trials are then cut short)."""
+    return bool(config.tune.time_budget_s) and wall_s >= config.tune.time_budget_s - 5
+
+
+def retrain_best(config: ml_collections.ConfigDict, summary: dict[str, Any], workdir: Path,
+                 splits, verbose: int) -> dict[str, Any]:
+    """Train the winning values at full fidelity into WORKDIR/best: the run's best checkpoint."""
+    trial_id = summary["best"]["trial_id"]
+    return {"trial_id": trial_id, **train_full(config, summary["best_values"], workdir / "best",
+                                               splits, verbose, f"the winner {trial_id}")}
+
+
+def train_full(config: ml_collections.ConfigDict, values: dict[str, Any], out: Path, splits,
+               verbose: int, what: str) -> dict[str, Any]:
+    """`config` with `values` trained at full fidelity (`train.epochs` on the whole split, as
+    `heartjax.train` does) into `out`; its validation metrics and cost."""
+    from heartjax.train import train_and_evaluate
+
+    c = space.apply(config, values)
+    if verbose:
+        print(f"training {what} at full fidelity ({c.train.epochs} epochs on "
+              f"{len(splits[0]):,} beats) into {out}", flush=True)
+    t0 = time.time()
+    best = train_and_evaluate(c, out, progress=verbose > 0, splits=splits, overwrite=True)
+    return {
+        "workdir": str(out),
+        "epoch": best["epoch"],
+        "train_s": time.time() - t0,
+        "compile_s": best.get("compile_s"),
+        "params": best["params"],
+        **metrics_flat(best["val"]),
+    }
+
+
+def metrics_flat(val: dict[str, Any]) -> dict[str, float]:
+    """Validation metrics as `val_*` scalars."""
+    from heartjax.metrics import flat_scalars
+
+    return flat_scalars(val, "val_")
+
+
+def _progress(config: ml_collections.ConfigDict):
+    """heartjax's progress line: rungs on a ladder, epochs without."""
+    from heartjax.tune_progress import Progress
+
+    t = config.tune
+    return Progress(t.metric, t.time_budget_s, rung_key="rung" if t.ladder else "training_iteration")
 
 
 def _match_cluster_auth() -> None:
@@ -312,6 +417,7 @@ def write_tables(workdir: Path, results, config, params, wall_s: float) -> dict[
     t = config.tune
     states = trial_states(workdir / RAY_DIR)
     rows, epochs, members = [], [], []
+    values_of: dict[str, dict[str, Any]] = {}
     for result in results:
         trial_id = result.metrics.get("trial_id") if result.metrics else None
         trial_id = trial_id or Path(result.path).name.split("_")[1]
@@ -319,8 +425,19 @@ def write_tables(workdir: Path, results, config, params, wall_s: float) -> dict[
         df = result.metrics_dataframe
         row: dict[str, Any] = {"trial_id": trial_id, "status": trial_status(result, states.get(trial_id, ""))}
         row.update({f"param:{k}": v for k, v in values.items()})
-        if df is not None and len(df) and t.metric in df:
-            cols = [c for c in df.columns if c.startswith("val_") or c in ("epoch", "train_loss", "beats_per_s", "epoch_s")]
+        values_of[trial_id] = values
+        if t.ladder and df is not None and len(df) and t.metric in df:
+            cols = [c for c in df.columns if c.startswith("val_") or c in LADDER_COLUMNS]
+            e = df[cols].copy()
+            e.insert(0, "trial_id", trial_id)
+            epochs.append(e)
+            top = df.iloc[-1]  # the highest rung reached: the longest training
+            row.update({"rung": int(top["rung"]), "budget": int(top["budget"]),
+                        "train_s": float(df["train_s"].sum() + df["eval_s"].sum()),
+                        "compile_s": float(df["compile_s"].sum())})
+            row.update({c: float(top[c]) for c in cols if c.startswith("val_")})
+        elif df is not None and len(df) and t.metric in df:
+            cols = [c for c in df.columns if c.startswith("val_") or c in ("epoch", "train_loss", "beats_per_s", "epoch_s", "timestamp")]
             e = df[cols].copy()
             e.insert(0, "trial_id", trial_id)
             epochs.append(e)
@@ -343,17 +460,23 @@ def write_tables(workdir: Path, results, config, params, wall_s: float) -> dict[
         rows.append(row)
     if not rows:
         raise UserError(f"{workdir}: the tuning run produced no trials")
-    trials = pd.DataFrame(rows).sort_values(t.metric, ascending=t.mode == "min", na_position="last") if any(t.metric in r for r in rows) else pd.DataFrame(rows)
+    trials = pd.DataFrame(rows)
+    if t.metric in trials:  # a ladder ranks by the rung reached first: a longer training
+        keys = ["rung", t.metric] if t.ladder else [t.metric]
+        trials = trials.sort_values(keys, ascending=t.mode == "min", na_position="last")
     trials.to_csv(workdir / "trials.csv", index=False)
     if epochs:
-        pd.concat(epochs, ignore_index=True).to_csv(workdir / "epochs.csv", index=False)
+        pd.concat(epochs, ignore_index=True).to_csv(workdir / ("rungs.csv" if t.ladder else "epochs.csv"), index=False)
     if members:
         pd.concat(members, ignore_index=True).to_csv(workdir / "members.csv", index=False)
     ok = trials[trials["status"].isin(["finished", "stopped"])] if t.metric in trials else trials.iloc[:0]
     best = ok.iloc[0].to_dict() if len(ok) else {}
     previous = workdir / "summary.json"
+    started_at = time.time() - wall_s
     if previous.exists():  # a resumed run: wall time adds up over its sessions
-        wall_s += json.loads(previous.read_text()).get("wall_s", 0.0)
+        before = json.loads(previous.read_text())
+        wall_s += before.get("wall_s", 0.0)
+        started_at = before.get("started_at", started_at)
     summary = {
         "metric": t.metric,
         "mode": t.mode,
@@ -364,13 +487,35 @@ def write_tables(workdir: Path, results, config, params, wall_s: float) -> dict[
         "configurations": int(sum(len(m) for m in members)) if members else int(len(trials)),
         "status_counts": trials["status"].value_counts().to_dict(),
         "wall_s": wall_s,
+        "started_at": started_at,
         "search_alg": t.search_alg,
         "scheduler": t.scheduler,
-        "search_space": [{"path": p.path, "kind": p.kind, "args": list(p.args), "when": p.when} for p in params],
+        "search_space": [{"path": p.key, "kind": p.kind, "args": list(p.args), "when": p.when} for p in params],
         "best": {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in best.items()},
+        "best_values": values_of.get(best.get("trial_id"), {}),
     }
+    if t.ladder:
+        reached = trials["rung"].dropna().astype(int) if "rung" in trials else pd.Series([], dtype=int)
+        summary["ladder"] = [
+            {"rung": k, "pool": pool or int(dataset_rows(workdir)), "beats": budget,
+             "trials": int((reached >= k).sum())}
+            for k, (pool, budget) in enumerate(zip(t.ladder, fidelity.rung_budgets(t)))
+        ]
+        summary["configurations"] = int(len(reached))
+        if "compile_s" in trials:
+            summary["compile_share"] = float(trials["compile_s"].sum() / max(trials["train_s"].sum(), 1e-9))
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+LADDER_COLUMNS = ("rung", "budget", "beats_seen", "pool", "train_loss", "beats_per_s", "compile_s",
+                  "train_s", "eval_s", "timestamp")
+
+
+def dataset_rows(workdir: Path) -> int:
+    """Training beats of the run (its dataset.json), the size of a whole-split pool."""
+    path = workdir / "dataset.json"
+    return json.loads(path.read_text())["train_rows"] if path.exists() else 0
 
 
 def _members(trial_dir: Path, trial_id: str, metric: str) -> pd.DataFrame | None:
@@ -391,6 +536,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"{summary['trials']} trials ({counts}) in {summary['wall_s'] / 60:.1f} min"]
     if summary.get("population", 1) > 1:
         lines.append(f"populations of {summary['population']}: {summary['configurations']} configurations trained")
+    if summary.get("ladder"):
+        per_hour = summary["configurations"] / max(summary["wall_s"], 1e-9) * 3600
+        rungs = ", ".join(f"{r['rung']}: {r['trials']}" for r in summary["ladder"])
+        lines.append(f"{summary['configurations']} configurations ({per_hour:.0f} an hour); "
+                     f"trials per rung {rungs}")
     if summary["status_counts"].get("interrupted"):
         lines.append("the run was interrupted: the same command with --resume continues it")
     if best:
@@ -400,6 +550,11 @@ def format_summary(summary: dict[str, Any]) -> str:
                      f" (val accuracy {best.get('val_accuracy', float('nan')):.4f}, macro F1 {best.get('val_macro_f1', float('nan')):.4f})")
         if params:
             lines.append(f"  {params}")
+    r = summary.get("retrained")
+    if r:
+        lines.append(f"winner retrained at full fidelity ({r['train_s'] / 60:.1f} min, best epoch "
+                     f"{r['epoch']}): val macro recall {r['val_macro_recall']:.4f}, accuracy "
+                     f"{r['val_accuracy']:.4f}, macro F1 {r['val_macro_f1']:.4f}")
     return "\n".join(lines)
 
 
@@ -413,19 +568,36 @@ def main(argv: list[str] | None = None) -> None:
         "Tune a model with Ray Tune; the config's `tune` section defines the search space, "
         "algorithm, scheduler and budget.",
         extra=[
-            ("--workdir", dict(default=None, help="run folder (default runs/<dataset>-<config variant>)")),
+            ("--workdir", dict(default=None, help="run folder (default runs/<dataset>-<model name>)")),
             ("--resume", dict(action="store_true", help="continue an interrupted run in WORKDIR")),
             ("--ray_address", dict(default=None, help="address of an existing Ray cluster (default: RAY_ADDRESS or a local Ray)")),
             ("--mlflow", dict(nargs="?", const="", default=None, metavar="URI",
                               help="also log every trial to MLflow (default store: WORKDIR/mlflow.db)")),
-            ("--verbose", dict(type=int, default=1, help="Ray's progress output: 0 silent, 1 tables, 2 everything")),
+            ("--verbose", dict(type=int, default=1, help="0 silent, 1 a progress line every 30 s and at each new best, 2 Ray's own tables and logs")),
+            ("--no-report", dict(action="store_true", help="skip the report (WORKDIR/report) at the end; `python -m heartjax.report WORKDIR` writes it later")),
         ],
     )
     workdir = args.workdir or f"runs/{config.data.dataset}-{config.model.name}"
-    summary = run(config, workdir, resume=args.resume, ray_address=args.ray_address,
-                  mlflow=args.mlflow, verbose=args.verbose)
+    again = shlex.join(["python", "-m", "heartjax.tune", *(argv if argv is not None else sys.argv[1:]),
+                        *([] if args.resume else ["--resume"])])
+    try:
+        summary = run(config, workdir, resume=args.resume, ray_address=args.ray_address,
+                      mlflow=args.mlflow, verbose=args.verbose)
+    except KeyboardInterrupt:  # during the winner's training: the search itself is saved
+        summary = {"interrupted": True}
+    if summary.get("interrupted"):
+        if "trials" in summary:
+            print(format_summary(summary))
+        print(f"interrupted: what ran so far is in {Path(workdir).absolute()}; continue with "
+              f"`{again}`", file=sys.stderr)
+        sys.exit(130)
     print(format_summary(summary))
     print(f"run folder: {Path(workdir).absolute()}  (heartjax.load_checkpoint on it gives the best model)")
+    if not args.no_report:
+        from heartjax.report import build_report
+
+        out = build_report([workdir], Path(workdir) / "report")
+        print(f"report: {out}")
 
 
 if __name__ == "__main__":

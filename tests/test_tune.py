@@ -85,9 +85,48 @@ def test_bad_tune_config_fails_before_ray(override, needle, ptb_tables, tmp_path
     assert not (tmp_path / "run" / "ray").exists() and time.time() - t0 < 60
 
 
-def _tune_cmd(ptb_tables: Path, workdir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "heartjax.tune", "--config", "configs/ptb.py:smoke",
-            f"--config.data.dir={ptb_tables}", "--workdir", str(workdir), "--verbose", "0", *extra]
+def _tune_cmd(ptb_tables: Path, workdir: Path, *extra: str, config: str = "configs/ptb.py:smoke",
+              report: bool = False) -> list[str]:
+    return [sys.executable, "-m", "heartjax.tune", "--config", config,
+            f"--config.data.dir={ptb_tables}", "--workdir", str(workdir), "--verbose", "0",
+            *([] if report else ["--no-report"]), *extra]
+
+
+LADDER = ("--config.tune.ladder=(200,0)", "--config.tune.rung_beats=512",
+          "--config.tune.reduction_factor=2", "--config.tune.num_samples=6",
+          "--config.tune.time_budget_s=0", "--config.train.epochs=2",
+          "--config.tune.max_concurrent_trials=2")
+
+
+def test_ladder_tune_retrains_the_winner_and_reports_it_beside_the_original(ptb_tables, tmp_path):
+    workdir = tmp_path / "run"
+    result = subprocess.run(
+        _tune_cmd(ptb_tables, workdir, *LADDER, config="configs/ptb.py:tune_cnn2d", report=True),
+        cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = pd.read_csv(workdir / "trials.csv", dtype={"trial_id": str})
+    rungs = pd.read_csv(workdir / "rungs.csv", dtype={"trial_id": str})
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert len(trials) == 6 and set(rungs["budget"]) <= {512, 1024}
+    assert [r["trials"] for r in summary["ladder"]][0] == 6 == summary["configurations"]
+    assert summary["ladder"][1]["trials"] == rungs.loc[rungs["rung"] == 1, "trial_id"].nunique()
+    assert (rungs.groupby("rung")["pool"].first().tolist()
+            == [min(200, summary["ladder"][1]["pool"]), summary["ladder"][1]["pool"]])
+    # the untuned original (the start point) is one of the trials
+    assert ((trials["param:model.cnn2d.hidden"] == 16) & (trials["param:model.cnn2d.num_blocks"] == 1)
+            & (trials["param:train.learning_rate"] == 1e-3)).any()
+    # the winner, retrained at full fidelity, is the run's checkpoint; the original beside it
+    best = heartjax.load_checkpoint(workdir)
+    assert best.path.is_relative_to(workdir / "best") and best.meta["epoch"] <= 2
+    assert summary["retrained"]["trial_id"] == trials.iloc[0]["trial_id"]
+    assert (workdir / "original" / "best.json").exists()
+    compared = pd.read_csv(workdir / "report" / "original_vs_tuned.csv")
+    assert compared["model"].tolist() == ["untuned original", "tuned"]
+    assert compared["architecture"].tolist() == ["cnn2d", "cnn2d"]
+    md = (workdir / "report" / "summary.md").read_text()
+    assert "untuned original beside the tuned model" in md and "Fidelity ladder" in md
+    assert (workdir / "report" / "rungs.png").exists()
+    assert (workdir / "report" / "best_so_far.png").exists()
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +189,29 @@ def test_interrupted_run_resumes_without_losing_or_repeating_trials(ptb_tables, 
     assert set(trials["status"]) <= {"finished", "stopped"}
     if first is not None:  # every trial seen before the interruption is still there
         assert set(first["trial_id"]) <= set(trials["trial_id"])
+
+
+def test_ctrl_c_on_a_ladder_says_how_to_resume_and_resume_finishes(ptb_tables, tmp_path):
+    workdir = tmp_path / "run"
+    cmd = _tune_cmd(ptb_tables, workdir, *LADDER, config="configs/ptb.py")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    state = workdir / "ray"
+    while time.time() < deadline and not list(state.glob("*/result.json")):
+        time.sleep(1)
+    time.sleep(3)  # a few rungs in
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err[-2000:]
+    last = [ln for ln in err.splitlines() if ln.strip()][-1]
+    assert last.startswith("interrupted:") and "--resume" in last and "Traceback" not in err
+    assert not (workdir / "best").exists()  # no winner from a cut search
+    result = subprocess.run([*cmd, "--resume"], cwd=REPO, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = pd.read_csv(workdir / "trials.csv")
+    assert len(trials) == 6 and set(trials["status"]) <= {"finished", "stopped"}
+    assert heartjax.load_checkpoint(workdir).path.is_relative_to(workdir / "best")
 
 
 def _free_port() -> int:

@@ -19,6 +19,7 @@ from heartjax.report.evaluation import (
     operating_points,
 )
 from heartjax.report.formatting import log, status_counts
+from heartjax.report.ladder import compare_original, plot_best_so_far, plot_rungs
 from heartjax.report.markdown import write_markdown
 from heartjax.report.pdf import write_pdf
 from heartjax.report.plots import (
@@ -48,6 +49,7 @@ class RunReport:
     test_counts: dict[str, int] | None  # None: no test table
     operating: dict[str, Any] | None
     losses: list[tuple[str, pd.DataFrame]]
+    comparison: pd.DataFrame | None = None  # the untuned original beside the tuned winner
 
 
 def _table_notes(run: Run, evals: dict[str, TrialEval], table: pd.DataFrame) -> list[str]:
@@ -100,8 +102,17 @@ def report_run(run: Run, plot_dir: Path, data_dir: str | Path | None,
     curves = plot_learning_curves(run, plot_dir / "learning_curves.png")
     if curves is not None:
         plots["learning_curves"] = curves
-    else:
+    elif run.rungs.empty:
         notes.append("no epochs.csv with per-epoch metrics: no learning curves")
+    for key, plot in (("rungs", plot_rungs), ("best_so_far", lambda r, p: plot_best_so_far([r], p))):
+        drawn = plot(run, plot_dir / f"{key}.png")
+        if drawn is not None:
+            plots[key] = drawn
+    if not run.rungs.empty:
+        notes.append(f"the table shows the {len(run.ranked)} best of "
+                     f"{run.summary.get('configurations', len(run.trials))} configurations; "
+                     "ladder trials keep no checkpoint, so the test columns are the winner's, "
+                     "retrained at full fidelity")
     best = evals.get(run.best_id)
     if best is not None and best.metrics is not None:
         plots["confusion_matrix"] = plot_confusion(run, best.metrics, run.best_id,
@@ -115,7 +126,8 @@ def report_run(run: Run, plot_dir: Path, data_dir: str | Path | None,
         if op is not None:
             plots["pr_curve"] = plot_pr_curve(run, op, plot_dir / "pr_curve.png")
     return RunReport(run=run, table=table, notes=notes, plots=plots, test_path=test_path,
-                     test_counts=counts, operating=op, losses=loss_tables(run, table))
+                     test_counts=counts, operating=op, losses=loss_tables(run, table),
+                     comparison=compare_original(run, test))
 
 
 def _out_dir(out: str | Path) -> Path:
@@ -152,6 +164,11 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path,
                               float(target_recall)) for run in runs]
         csv = out / "summary.csv"
         pd.concat([r.table for r in reports], ignore_index=True).to_csv(csv, index=False)
+        compared = [r.comparison.assign(run=r.run.name) for r in reports if r.comparison is not None]
+        if compared:
+            pd.concat(compared, ignore_index=True).to_csv(out / "original_vs_tuned.csv", index=False)
+        if len(runs) > 1:
+            plot_best_so_far(runs, out / "best_so_far.png")
         md = write_markdown(reports, out / "summary.md")
         pdf = write_pdf(reports, out / "report.pdf")
     return {

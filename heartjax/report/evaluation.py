@@ -82,7 +82,7 @@ def evaluate_trials(run: Run, test, *, keep: str | None = None) -> dict[str, Tri
     predictor are kept (for the plots).
     """
     from heartjax import metrics
-    from heartjax.checkpoint import load_checkpoint
+    from heartjax.checkpoint import has_checkpoints, load_checkpoint
     from heartjax.train import enable_compilation_cache
 
     enable_compilation_cache()  # a rerun of the report reuses the compiled programs
@@ -96,6 +96,9 @@ def evaluate_trials(run: Run, test, *, keep: str | None = None) -> dict[str, Tri
         workdir = Path(getattr(row, "workdir", "") or "")
         if not workdir.is_dir():  # the run folder was moved: its trials moved with it
             workdir = run.path / "trials" / tid
+        if not run.rungs.empty and not has_checkpoints(workdir):
+            out[tid] = TrialEval()  # ladder trials keep no checkpoint; the winner's is retrained
+            continue
         try:
             predictor = load_checkpoint(workdir)
         except UserError as e:

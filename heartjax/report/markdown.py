@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from heartjax.report.ladder import comparison_markdown
 from heartjax.report.overview import operating_text, overview_lines, threshold_text
 from heartjax.report.tables import display_columns, display_rows, loss_rows
 
@@ -57,6 +58,9 @@ def _md_run(r: RunReport, out: Path) -> list[str]:
     align = "".join("l" if c.group in ("", "hp") and c.key not in right else "r" for c in cols)
     lines += [f"### Trials by {run.metric}", "",
               md_table([c.md for c in cols], display_rows(run, r.table, cols), align), ""]
+    if r.comparison is not None:
+        lines += ["### The untuned original beside the tuned model (test split)", "",
+                  *comparison_markdown(r.comparison, run.class_names), ""]
     if threshold := threshold_text(r):
         lines += [threshold, ""]
     if operating := operating_text(r):

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from heartjax.report.formatting import fmt_seconds, fmt_value, metric_label, missing, status_counts
+from heartjax.report.ladder import ladder_lines
 from heartjax.report.runs import RANGES, Param, Run
 
 if TYPE_CHECKING:
@@ -35,7 +36,10 @@ def _search_text(run: Run) -> str:
     s, t = run.summary, run.config.get("tune", {})
     alg = SEARCH_ALGS.get(s.get("search_alg"), f"{s.get('search_alg', '?')} search")
     sched = s.get("scheduler", "?")
-    if sched == "asha":
+    if s.get("ladder") and sched in ("asha", "hyperband"):
+        sched = (f"{'ASHA' if sched == 'asha' else 'HyperBand'} over training beats seen "
+                 f"(reduction factor {t.get('reduction_factor', '?')}, rungs below)")
+    elif sched == "asha":
         sched = (f"ASHA (grace period {t.get('grace_period', '?')} epoch(s), reduction factor "
                  f"{t.get('reduction_factor', '?')})")
     elif sched == "hyperband":
@@ -85,7 +89,7 @@ def overview_lines(r: RunReport) -> list[str]:
         best += (f"; test macro recall {b['test_macro_recall']:.3f}, macro F1 "
                  f"{b['test_macro_f1']:.3f}, accuracy {b['test_accuracy']:.3f}")
     lines.append(best)
-    return lines
+    return lines + ladder_lines(run)
 
 
 def operating_text(r: RunReport) -> list[str]:

@@ -13,7 +13,8 @@ from heartjax.errors import UserError
 from heartjax.report.formatting import status_counts
 
 RANGES = ("uniform", "loguniform", "quniform", "randint")  # search kinds with a low and a high
-REPORTED = ("finished", "stopped")  # trials the table shows; error/interrupted ones are counted
+REPORTED = ("finished", "stopped")
+TOP_LADDER = 25  # trials a ladder run's table shows (of often 100 and more)  # trials the table shows; error/interrupted ones are counted
 # Short names for the PDF table and plot labels; anything else shows its last path component.
 SHORT = {"learning_rate": "lr", "weight_decay": "wd", "batch_size": "batch",
          "class_weight_power": "cw power", "warmup_epochs": "warmup", "focal_gamma": "gamma"}
@@ -69,6 +70,7 @@ class Run:
     metric: str
     mode: str
     ranked: pd.DataFrame = field(default=None)  # reported trials, best first
+    rungs: pd.DataFrame = field(default_factory=pd.DataFrame)  # ladder runs: a row per rung
 
     @property
     def dataset(self) -> str:
@@ -171,11 +173,16 @@ def load_run(path: str | Path) -> Run:
         ok &= False
     if not ok.any():
         raise _nothing_to_report(p, trials, metric)
-    ranked = trials[ok].sort_values(metric, ascending=mode == "min", kind="stable")
+    rungs = _read_csv(p / "rungs.csv") if (p / "rungs.csv").is_file() else pd.DataFrame()
+    # a ladder ranks by the rung reached first (a longer training), and shows its best trials
+    keys = ["rung", metric] if "rung" in trials else [metric]
+    ranked = trials[ok].sort_values(keys, ascending=mode == "min", kind="stable")
+    if not rungs.empty:
+        ranked = ranked.head(TOP_LADDER)
     return Run(path=p.absolute(), name=p.absolute().name, config=config, summary=summary,
                dataset_info=dataset_info, trials=trials, epochs=epochs,
                params=_params(summary, trials), metric=metric, mode=mode,
-               ranked=ranked.reset_index(drop=True))
+               ranked=ranked.reset_index(drop=True), rungs=rungs)
 
 
 def unique_names(runs: list[Run]) -> None:

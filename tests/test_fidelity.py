@@ -1,0 +1,148 @@
+"""The fidelity ladder: stratified pools, importance weights, rung budgets, per-model spaces,
+start points and the progress line."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+
+from heartjax import fidelity, space
+from heartjax.cli import load_config
+from heartjax.errors import UserError
+from heartjax.spaces import default_space
+from heartjax.tune_progress import Progress
+
+# MIT-BIH's kaggle training split (N S V F Q), as the rebuilt tables hold it
+MITBIH = np.array([65255, 2003, 5210, 578, 5791])
+
+
+def labels(counts) -> np.ndarray:
+    return np.repeat(np.arange(len(counts)), counts)
+
+
+def test_pool_takes_from_the_largest_class_first():
+    take = fidelity.pool_counts(MITBIH, 6000)
+    assert take.sum() <= 6000 and take.sum() > 6000 - len(MITBIH)
+    assert take[3] == 578  # F, the rarest, keeps every beat
+    assert take[0] == take[2] == take[4] < MITBIH[2]  # N, V, Q cut to one cap
+    assert take[1] == min(2003, take[0])
+    assert (fidelity.pool_counts(MITBIH, 0) == MITBIH).all()
+    assert (fidelity.pool_counts(MITBIH, 10**6) == MITBIH).all()
+
+
+def test_pools_are_nested_and_stratified():
+    y = labels(MITBIH // 10)
+    small, big, whole = fidelity.nested_pools(y, (600, 2400, 0), seed=3)
+    assert set(small) <= set(big) <= set(whole) and len(whole) == len(y)
+    assert len(small) == pytest.approx(600, abs=5) and len(big) == pytest.approx(2400, abs=5)
+    assert set(np.unique(y[small])) == set(range(5))  # every class is in the smallest pool
+    again = fidelity.nested_pools(y, (600,), seed=3)[0]
+    assert (again == small).all()
+
+
+def test_importance_weights_restore_the_split_objective():
+    y = labels(MITBIH // 10)
+    pool = fidelity.nested_pools(y, (800,), seed=0)[0]
+    w = fidelity.importance(y, pool, 5)
+    per_class_pool = np.bincount(y[pool], minlength=5)
+    # weighted pool shares equal the split's shares, and the mean pool weight is 1
+    assert np.allclose(w * per_class_pool / len(pool), np.bincount(y, minlength=5) / len(y))
+    assert np.mean(w[y[pool]]) == pytest.approx(1.0)
+    assert w[0] > 1 > w[3]  # N (subsampled) weighs more, F (all kept) less
+
+
+def test_rung_budgets_are_asha_milestones():
+    c = load_config("configs/mitbih.py")
+    budgets = fidelity.rung_budgets(c.tune)
+    assert budgets == [c.tune.rung_beats * c.tune.reduction_factor**k for k in range(3)]
+
+
+@pytest.mark.parametrize("ladder, needle", [
+    ((24_000, 6_000), "shrink"), ((0, 6_000), "shrink"), ((-1,), ">= 0"),
+])
+def test_bad_ladders_are_one_line(ladder, needle):
+    c = load_config("configs/mitbih.py")
+    c.tune.ladder = ladder
+    with pytest.raises(UserError, match=needle):
+        fidelity.check_ladder(c.tune)
+
+
+def test_per_model_fields_have_their_own_names_and_ranges():
+    c = load_config("configs/mitbih.py")
+    params = {p.key: p for p in space.parse(c.tune.search_space, c)}
+    a, b = params["model.resnet1d.num_blocks"], params["model.cnn2d.num_blocks"]
+    assert a.path == b.path == "model.num_blocks" and a.args != b.args
+    assert a.when == ("model.name", "resnet1d") and b.when == ("model.name", "cnn2d")
+    sampler = space.DefineByRun(tuple(params.values()))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    models = set()
+    for _ in range(40):
+        values = sampler(study.ask())["params"]
+        name = values["model.name"]
+        models.add(name)
+        assert all(k.split(".")[1] == name for k in values if k.count(".") == 2 and k.startswith("model."))
+        applied = space.apply(c, values)
+        own = {k.split(".")[2]: v for k, v in values.items() if k.startswith(f"model.{name}.")}
+        assert all(applied.model[f] == (tuple(v) if isinstance(v, list) else v) for f, v in own.items())
+    assert models == {"resnet1d", "cnn1d", "cnn2d", "transformer"}
+
+
+def test_a_field_under_a_model_refuses_another_condition():
+    c = load_config("configs/mitbih.py")
+    c.tune.search_space = {"model": {"name": ("choice", ["cnn2d", "cnn1d"]),
+                                     "cnn2d": {"hidden": ("choice", [8], "model.name=cnn1d")}}}
+    with pytest.raises(UserError, match="only for model.name=cnn2d"):
+        space.parse(c.tune.search_space, c)
+
+
+def test_start_point_trains_the_config_as_it_is():
+    c = load_config("configs/mitbih.py:tune_cnn2d")
+    params = space.parse(c.tune.search_space, c)
+    point = space.start_point(params, c, {})
+    study = optuna.create_study()
+    study.enqueue_trial(point)
+    values = space.DefineByRun(tuple(params))(study.ask())["params"]
+    applied = space.apply(c, values)
+    for section in ("model", "train"):
+        assert applied[section].to_dict() == c[section].to_dict()
+    with pytest.raises(UserError, match="not one of"):
+        space.start_point(params, c, {"model.cnn2d.hidden": 7})
+    with pytest.raises(UserError, match="does not search"):
+        space.start_point(params, c, {"model.resnet1d.channels": 32})
+
+
+@pytest.mark.parametrize("spec", ["configs/mitbih.py", "configs/mitbih.py:tune_cnn2d",
+                                  "configs/mitbih.py:tune_transformer", "configs/ptb.py",
+                                  "configs/ptb.py:tune_cnn2d", "configs/ptb.py:tune_transformer"])
+def test_shipped_spaces_and_start_points_are_valid(spec):
+    from heartjax.tune import check_tune_config
+
+    c = load_config(spec)
+    params = check_tune_config(c)  # raises on a bad space, ladder or start point
+    assert len(params) >= 8 and c.tune.ladder
+
+
+def test_ptb_space_has_no_rr_inputs():
+    assert "use_rr" not in default_space(context=False)["model"]
+    assert "use_rr" in default_space()["model"]
+
+
+class _Trial:
+    def __init__(self, trial_id, status, values):
+        self.trial_id, self.status, self.config = trial_id, status, {"params": values}
+
+
+def test_progress_line_counts_rungs_and_shows_the_best():
+    p = Progress("val_macro_recall", budget_s=600)
+    trials = [_Trial("a", "TERMINATED", {"model.name": "cnn2d", "train.learning_rate": 1e-3}),
+              _Trial("b", "RUNNING", {"model.name": "resnet1d"}),
+              _Trial("c", "RUNNING", {"model.name": "cnn1d"})]
+    p.on_trial_result(0, trials, trials[0], {"val_macro_recall": 0.7, "rung": 0})
+    p.on_trial_result(0, trials, trials[1], {"val_macro_recall": 0.9, "rung": 0})
+    p.on_trial_result(0, trials, trials[0], {"val_macro_recall": 0.8, "rung": 1})
+    line = p.line(trials)
+    assert "2 configs" in line and "rung 0: 2, 1: 1" in line and "2 running, 1 done" in line
+    assert "left" in line
+    # a higher rung beats a better score at a lower one: the longer training is the better guess
+    assert "best val_macro_recall 0.8000 at rung 1: cnn2d, learning_rate 0.001" in line
