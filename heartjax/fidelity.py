@@ -181,11 +181,10 @@ def train_ladder(
     config: ml_collections.ConfigDict,
     splits: tuple[BeatTable, BeatTable],
     report: RungReport,
-    start: int = 0,
 ) -> None:
-    """Train `config` up the ladder from rung `start`: one fresh training per rung on its pool,
-    then `report(row)` with the rung's validation metrics; the scheduler stops the trial by
-    not returning from a report."""
+    """Train `config` up the ladder: one fresh training per rung on its pool, then
+    `report(row)` with the rung's validation metrics; the scheduler stops the trial by not
+    returning from a report."""
     T.enable_compilation_cache()
     tune = config.tune
     train_table, val_table = splits
@@ -199,8 +198,6 @@ def train_ladder(
     predict_fn = predict.make_predict_fn(trainer.model.apply)
     params = None
     for k, budget in enumerate(rung_budgets(tune)):
-        if k < start:
-            continue
         pool = pools[k]
         weights = base_weights * importance(y, pool, num_classes)
         state, row = train_rung(trainer, train, pool, weights, budget, config.train.seed + k)

@@ -21,9 +21,9 @@ LossFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, class_weights: jax.Array) -> jax.Array:
-    """Plain softmax cross-entropy (class weights ignored)."""
-    del class_weights
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    """Plain softmax cross-entropy: `loss_weights` gives it ones; only a tuning rung's pool
+    re-weights them, to the whole split's class shares (`heartjax.fidelity.importance`)."""
+    return class_weights[labels] * optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
 def weighted_cross_entropy(

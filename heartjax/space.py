@@ -6,7 +6,7 @@ element `"path=value"` that makes the parameter conditional:
     s.train.learning_rate = ("loguniform", 1e-4, 3e-3)
     s.model.name = ("choice", ["cnn2d", "resnet1d"])
     s.model.hidden = ("choice", [16, 32, 64], "model.name=cnn2d")   # only for cnn2d
-    s.model.resnet1d.num_blocks = ("randint", 3, 6)  # model.num_blocks, only for resnet1d
+    s.model.resnet1d.num_blocks = ("randint", 3, 5)  # model.num_blocks, only for resnet1d
 
 A model's name as a key under `model` holds that model's own fields: several architectures can
 each search their `num_blocks` with their own range. Such a parameter is named by its space path
@@ -296,15 +296,15 @@ def configspace(params: Sequence[Param]):
     cs = CS.ConfigurationSpace()
     for p in params:
         if p.when is not None:
-            raise UserError(f"tune.search_alg=bohb: conditional field {p.path} is not supported; use optuna")
+            raise UserError(f"tune.search_alg=bohb: conditional field {p.key} is not supported; use optuna")
         a = p.args
         if p.kind == "choice":
-            hp = CS.CategoricalHyperparameter(p.path, list(a[0]))
+            hp = CS.CategoricalHyperparameter(p.key, list(a[0]))
         elif p.kind == "randint":
-            hp = CS.UniformIntegerHyperparameter(p.path, a[0], a[1])
+            hp = CS.UniformIntegerHyperparameter(p.key, a[0], a[1])
         else:
             hp = CS.UniformFloatHyperparameter(
-                p.path, a[0], a[1], log=p.kind == "loguniform", q=a[2] if p.kind == "quniform" else None
+                p.key, a[0], a[1], log=p.kind == "loguniform", q=a[2] if p.kind == "quniform" else None
             )
         cs.add_hyperparameter(hp)
     return cs

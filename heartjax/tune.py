@@ -597,7 +597,7 @@ def main(argv: list[str] | None = None) -> None:
         from heartjax.report import build_report
 
         out = build_report([workdir], Path(workdir) / "report")
-        print(f"report: {out}")
+        print(f"report: {out['markdown']}, {out['pdf']}")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
-import numpy as np
 import ml_collections
+import numpy as np
 import pytest
 
 from heartjax import losses, metrics

@@ -25,7 +25,7 @@ def tune_run(ptb_tables: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     result = run_module("heartjax.tune", "--config", "configs/ptb.py:smoke",
                         f"--config.data.dir={ptb_tables}", "--config.tune.num_samples=3",
                         "--config.train.epochs=2", "--workdir", workdir, "--verbose", "0",
-                        timeout=300)
+                        "--no-report", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
 

@@ -75,6 +75,9 @@ def test_conditional_fields_are_sampled_only_for_their_model():
         ("--config.tune.scheduler=pbt", "scheduler"),
         ("--config.tune.search_space.train.learning_rate=('loguniform', 1e-2, 1e-4)", "low"),
         ("--config.tune.num_samples=0", "num_samples"),
+        ("--config.tune.ladder=(500,100)", "shrink"),
+        ("--config.tune.time_budget_s=-1", "time_budget_s"),
+        ("--config.tune.start_points=({'model.name': 'cnn2d'},)", "does not search"),
     ],
 )
 def test_bad_tune_config_fails_before_ray(override, needle, ptb_tables, tmp_path):
