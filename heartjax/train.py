@@ -171,8 +171,9 @@ def create_train_state(
     random draws up to the last bit of the scaling."""
     x = jnp.zeros((2, 187), jnp.float32)
     k_init, k_train = jax.random.split(jax.random.PRNGKey(seed))
-    init = jax.jit(functools.partial(model.init, train=False)) if compiled else functools.partial(
-        model.init, train=False)
+    init = functools.partial(model.init, train=False)
+    if compiled:
+        init = jax.jit(init)
     variables = init(k_init, x, jnp.ones((2, CONTEXT_WIDTH), jnp.float32))
     if init_from is not None:
         variables = transfer_variables(variables, init_from)
