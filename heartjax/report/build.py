@@ -33,7 +33,7 @@ from heartjax.report.plots import (
     plot_pr_curve,
     pyplot,
 )
-from heartjax.report.runs import Run, load_run, unique_names
+from heartjax.report.runs import REPORTED, Run, load_run, unique_names
 from heartjax.report.tables import loss_tables, trial_table
 
 
@@ -59,7 +59,7 @@ def _table_notes(run: Run, evals: dict[str, TrialEval], table: pd.DataFrame) -> 
     if failed:
         notes.append(f"{len(failed)} trial(s) without a usable checkpoint, test cells empty: "
                      + "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3]))
-    if "test_checkpoint_epoch" in table:
+    if "test_checkpoint_epoch" in table and run.rungs.empty:  # a ladder's winner is retrained
         has = table["test_checkpoint_epoch"].notna()
         off = table[has & (table["test_checkpoint_epoch"] != table["best_epoch"])]
         if len(off):
@@ -67,7 +67,8 @@ def _table_notes(run: Run, evals: dict[str, TrialEval], table: pd.DataFrame) -> 
                          f"best checkpoint from another epoch than their best {run.metric}: "
                          f"train.select_metric={run.config.train.select_metric} is not the "
                          "tuning metric")
-    skipped = run.trials[~run.trials["trial_id"].isin(run.ranked["trial_id"])]
+    skipped = run.trials[~run.trials["trial_id"].isin(run.ranked["trial_id"])
+                         & ~run.trials["status"].isin(REPORTED)]  # not the ladder's capped rows
     if len(skipped):
         notes.append(f"not in the table: {len(skipped)} trial(s) without a finished or stopped "
                      f"result ({status_counts(skipped['status'].value_counts())})")
