@@ -29,8 +29,9 @@ def get_config(arg=None):
 
     # `make tune`: a search over the four architectures and the training knobs, on the
     # fidelity ladder (heartjax.fidelity): 12k-beat trainings on 6k-beat stratified pools first,
-    # the best quarter goes on to 49k beats, then 197k on the whole split; the winner is then
-    # trained at full fidelity (train.epochs on the whole split).
+    # then 49k beats on 24k, then 197k on the whole split, ASHA sending on the trials that beat
+    # three quarters of their rung so far; the winner is then trained at full fidelity
+    # (train.epochs on the whole split).
     c.tune.search_space = default_space()
     c.tune.start_points = ({"model.name": "resnet1d", "model.use_rr": True,
                             "model.use_template": True},)  # the hand-set :best
