@@ -148,7 +148,7 @@ def train_rung(
     seed: int,
 ) -> tuple[Any, dict[str, float]]:
     """A fresh model trained on `budget` beats of `pool` with the config's schedule; returns
-    its state and timings (compile_s: the first call, with any compilation)."""
+    its state and timings (compile_s: the first call's time beyond a steady call's)."""
     batch, chunk = trainer.batch, trainer.chunk
     calls = max(round(budget / (chunk * batch)), 1)
     state = trainer.fresh_state(calls * chunk)

@@ -327,6 +327,7 @@ def train_full(config: ml_collections.ConfigDict, values: dict[str, Any], out: P
                verbose: int, what: str) -> dict[str, Any]:
     """`config` with `values` trained at full fidelity (`train.epochs` on the whole split, as
     `heartjax.train` does) into `out`; its validation metrics and cost."""
+    from heartjax.metrics import flat_scalars
     from heartjax.train import train_and_evaluate
 
     c = space.apply(config, values)
@@ -341,15 +342,8 @@ def train_full(config: ml_collections.ConfigDict, values: dict[str, Any], out: P
         "train_s": time.time() - t0,
         "compile_s": best.get("compile_s"),
         "params": best["params"],
-        **metrics_flat(best["val"]),
+        **flat_scalars(best["val"], "val_"),
     }
-
-
-def metrics_flat(val: dict[str, Any]) -> dict[str, float]:
-    """Validation metrics as `val_*` scalars."""
-    from heartjax.metrics import flat_scalars
-
-    return flat_scalars(val, "val_")
 
 
 def _progress(config: ml_collections.ConfigDict):
@@ -496,8 +490,10 @@ def write_tables(workdir: Path, results, config, params, wall_s: float) -> dict[
     }
     if t.ladder:
         reached = trials["rung"].dropna().astype(int) if "rung" in trials else pd.Series([], dtype=int)
+        rungs = pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame(columns=["rung", "pool"])
+        pools = rungs.groupby("rung")["pool"].first().to_dict()  # the pools as drawn
         summary["ladder"] = [
-            {"rung": k, "pool": pool or int(dataset_rows(workdir)), "beats": budget,
+            {"rung": k, "pool": int(pools.get(k, pool)), "beats": budget,
              "trials": int((reached >= k).sum())}
             for k, (pool, budget) in enumerate(zip(t.ladder, fidelity.rung_budgets(t)))
         ]
@@ -510,12 +506,6 @@ def write_tables(workdir: Path, results, config, params, wall_s: float) -> dict[
 
 LADDER_COLUMNS = ("rung", "budget", "beats_seen", "pool", "train_loss", "beats_per_s", "compile_s",
                   "train_s", "eval_s", "timestamp")
-
-
-def dataset_rows(workdir: Path) -> int:
-    """Training beats of the run (its dataset.json), the size of a whole-split pool."""
-    path = workdir / "dataset.json"
-    return json.loads(path.read_text())["train_rows"] if path.exists() else 0
 
 
 def _members(trial_dir: Path, trial_id: str, metric: str) -> pd.DataFrame | None:
