@@ -29,9 +29,9 @@ def get_config(arg=None):
 
     # `make tune`: a search over the four architectures and the training knobs, on the
     # fidelity ladder (heartjax.fidelity): 12k-beat trainings on 6k-beat stratified pools first,
-    # then 49k beats on 24k, then 197k on the whole split, ASHA sending on the trials that beat
-    # three quarters of their rung so far; the winner is then trained at full fidelity
-    # (train.epochs on the whole split).
+    # then 49k beats on 24k, then 197k on the whole split. ASHA sends on a trial that beats
+    # three quarters of its rung so far, at most one in four per rung (heartjax.promotion);
+    # the winner is then trained at full fidelity (train.epochs on the whole split).
     c.tune.search_space = default_space()
     c.tune.start_points = ({"model.name": "resnet1d", "model.use_rr": True,
                             "model.use_template": True},)  # the hand-set :best

@@ -139,21 +139,25 @@ def trainable(
 
 
 def _scheduler(config: ml_collections.ConfigDict):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
+    from ray.tune.schedulers import FIFOScheduler, HyperBandScheduler
+
+    from heartjax.promotion import QuotaASHA
 
     t = config.tune
     if t.ladder and t.scheduler != "fifo":  # decisions at the rung ends, in beats seen
         budgets = fidelity.rung_budgets(t)
-        kind = ASHAScheduler if t.scheduler == "asha" else HyperBandScheduler
-        extra = {"grace_period": budgets[0]} if t.scheduler == "asha" else {}
+        kind = QuotaASHA if t.scheduler == "asha" else HyperBandScheduler
+        extra = ({"grace_period": budgets[0], "exempt_first": len(t.start_points)}
+                 if t.scheduler == "asha" else {})
         return kind(time_attr="budget", max_t=budgets[-1], reduction_factor=t.reduction_factor,
                     **extra)
     if t.scheduler == "asha":
-        return ASHAScheduler(
+        return QuotaASHA(
             time_attr="training_iteration",
             max_t=config.train.epochs,
             grace_period=min(t.grace_period, config.train.epochs),
             reduction_factor=t.reduction_factor,
+            exempt_first=len(t.start_points),
         )
     if t.scheduler == "hyperband":
         return HyperBandScheduler(
