@@ -82,6 +82,10 @@ def get_config(arg=None):
         c.tune.search_space = default_space([model])
         c.tune.start_points = ({},)
         c.tune.train_original = True  # the report's original-vs-tuned table
+    if variant == "tune_cnn2d":
+        # one architecture, ~9 s a rung-0 trial: 20 min of search, then the winner's and the
+        # original's full trainings (20 epochs each, ~11 min each here)
+        c.tune.time_budget_s = 1200
     if variant == "tune_transformer":
         # the original (stride 3, hidden 128) trains at ~100 beats/s on one core: rungs of 4k
         # beats, and 4 epochs at full fidelity (the original and the winner alike)

@@ -342,7 +342,6 @@ def test_load_dataset_missing_says_how_to_build(tmp_path):
 
 def test_full_mitbih_build_matches_published(mitbih_tables):
     build = json.loads((mitbih_tables / "build.json").read_text())
-    assert build["seconds"] < 120, f"build took {build['seconds']:.0f} s"
     rows = {}
     for line in build["stdout"].splitlines():
         parts = line.split()

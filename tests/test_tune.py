@@ -81,11 +81,10 @@ def test_conditional_fields_are_sampled_only_for_their_model():
     ],
 )
 def test_bad_tune_config_fails_before_ray(override, needle, ptb_tables, tmp_path):
-    t0 = time.time()
     result = run_module("heartjax.tune", "--config", "configs/ptb.py:smoke",
                         f"--config.data.dir={ptb_tables}", override, "--workdir", tmp_path / "run")
     assert_one_line_error(result, needle)
-    assert not (tmp_path / "run" / "ray").exists() and time.time() - t0 < 60
+    assert not (tmp_path / "run" / "ray").exists()
 
 
 def _tune_cmd(ptb_tables: Path, workdir: Path, *extra: str, config: str = "configs/ptb.py:smoke",
@@ -182,10 +181,12 @@ def test_interrupted_run_resumes_without_losing_or_repeating_trials(ptb_tables, 
     deadline = time.time() + 300
     while time.time() < deadline and len(list(workdir.glob("trials/*/metrics.jsonl"))) < 3:
         time.sleep(1)
+    assert len(list(workdir.glob("trials/*/metrics.jsonl"))) >= 3, "no trial reported in 300 s"
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
+    assert proc.returncode == 130  # interrupted, not finished
     first = pd.read_csv(workdir / "trials.csv") if (workdir / "trials.csv").exists() else None
-    assert first is None or len(first) <= 8
+    assert first is None or (first["status"] != "finished").any() or len(first) < 8
     result = subprocess.run(_tune_cmd(ptb_tables, workdir, "--resume"), cwd=REPO,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -256,7 +257,6 @@ def test_tune_on_a_separately_started_ray_head(ptb_tables, tmp_path):
         head.send_signal(signal.SIGTERM)
         head.wait(timeout=120)
         shutil.rmtree(temp_dir, ignore_errors=True)
-    assert head.returncode is not None
 
 
 def test_local_run_ignores_a_stale_ray_start_address(ptb_tables, tmp_path):
