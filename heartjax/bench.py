@@ -27,8 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from heartjax import population, predict
-from heartjax import train as T
+from heartjax import population, predict, steps
 from heartjax.config import base_config
 from heartjax.data import CONTEXT_WIDTH
 from heartjax.errors import Parser, UserError, cli_entry
@@ -56,7 +55,7 @@ def matmul_peak(n: int = 1024, reps: int = 20) -> float:
     return 8 * 2 * n**3 / best / 1e9
 
 
-def beats(n: int, data_dir: str = "data") -> tuple[T.Arrays, str]:
+def beats(n: int, data_dir: str = "data") -> tuple[steps.Arrays, str]:
     """n real MIT-BIH training beats (tiled) when the table exists, else random ones."""
     path = Path(data_dir) / "heart_big_train.parq"
     if path.exists():
@@ -71,7 +70,7 @@ def beats(n: int, data_dir: str = "data") -> tuple[T.Arrays, str]:
         x = rng.random((n, 187), np.float32)
         y = rng.integers(0, 5, n).astype(np.int32)
         source = "random beats"
-    return T.Arrays(jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.zeros((n, CONTEXT_WIDTH), jnp.float32)), source
+    return steps.Arrays(jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.zeros((n, CONTEXT_WIDTH), jnp.float32)), source
 
 
 def step_flops(compiled: Any) -> float:
@@ -83,33 +82,31 @@ def step_flops(compiled: Any) -> float:
 
 
 def _setup(model_name: str, batch: int, n: int, members: int = 0, calls: int = 0):
-    """State, chunk program, plan and class weights exactly as train_and_evaluate builds them
-    (`calls` > 0 overrides the jitted calls per epoch, `train.log_every_calls`)."""
+    """State, chunk program, plan and class weights as training builds them
+    (`heartjax.steps.build_program`; `calls` > 0 overrides `train.calls_per_epoch`)."""
     c = base_config("mitbih", model_name)
     c.train.batch_size = batch
-    c.train.log_every_calls = calls or c.train.log_every_calls
-    model = build_model(c.model, 5)
-    plan = T.EpochPlan.of(n, batch, c.train.log_every_calls)
-    tx = T.create_optimizer(c.train, plan.steps)
+    c.train.calls_per_epoch = calls or c.train.calls_per_epoch
+    program = steps.build_program(c, n, 5)
     if members:
         configs = population.member_configs(
             c, [{"train.seed": i, "train.learning_rate": 1e-3 * 2 ** (i % 4 - 2)} for i in range(members)]
         )
-        state = population.create_population_state(lambda s: T.create_train_state(model, tx, s), configs)
+        state = population.create_population_state(program.create, configs)
         weights = jnp.ones((members, 5))
         chunk = population.make_population_chunk(c.train)
     else:
-        state = T.create_train_state(model, tx, c.train.seed)
+        state = program.create(c.train.seed)
         weights = jnp.ones(5)
-        chunk = T.make_train_chunk(c.train)
-    return state, chunk, plan, weights
+        chunk = steps.make_train_chunk(c.train)
+    return state, chunk, program.plan, weights
 
 
 def time_training(
-    model_name: str, batch: int, data: T.Arrays, n: int, members: int = 0, calls: int = 0
+    model_name: str, batch: int, data: steps.Arrays, n: int, members: int = 0, calls: int = 0
 ) -> dict[str, float]:
     """Compile time, then one whole epoch over the first n beats (beats/s; × members = model-beats/s)."""
-    sub = T.Arrays(data.x[:n], data.y[:n], data.rr[:n])
+    sub = steps.Arrays(data.x[:n], data.y[:n], data.context[:n])
     state, chunk, plan, weights = _setup(model_name, batch, n, members, calls)
     idx = jnp.zeros((plan.chunk, plan.batch), jnp.int32)
     t0 = time.perf_counter()
@@ -120,7 +117,7 @@ def time_training(
     state, _ = compiled(state, sub, idx, weights)  # one warm call: caches, allocator
     jax.random.permutation(rng, n).block_until_ready()  # compiles the epoch's shuffle
     t0 = time.perf_counter()
-    state, chunk_losses = T.run_epoch(compiled, state, sub, plan, rng, weights)
+    state, chunk_losses = steps.run_epoch(compiled, state, sub, plan, rng, weights)
     train_s = time.perf_counter() - t0
     if not np.isfinite(chunk_losses).all():
         raise FloatingPointError(f"{model_name}: the benchmark's training diverged")
@@ -130,16 +127,16 @@ def time_training(
             "model_beats_per_s": done * max(members, 1) / train_s}
 
 
-def time_eval(model_name: str, data: T.Arrays) -> float:
+def time_eval(model_name: str, data: steps.Arrays) -> float:
     """Evaluation beats/s of `predict_proba` (softmax of the model in fixed-size chunks)."""
     c = base_config("mitbih", model_name)
     model = build_model(c.model, 5)
-    state = T.create_train_state(model, T.create_optimizer(c.train, 100), 0)
+    state = steps.create_train_state(model, steps.create_optimizer(c.train, 100), 0)
     fn = predict.make_predict_fn(model.apply)
     variables = predict.variables_of(state.params, state.batch_stats)
-    predict.predict_proba(fn, variables, data.x, data.rr, c.train.eval_batch_size)  # compile
+    predict.predict_proba(fn, variables, data.x, data.context, c.train.eval_batch_size)  # compile
     t0 = time.perf_counter()
-    predict.predict_proba(fn, variables, data.x, data.rr, c.train.eval_batch_size)
+    predict.predict_proba(fn, variables, data.x, data.context, c.train.eval_batch_size)
     return data.x.shape[0] / (time.perf_counter() - t0)
 
 
@@ -183,7 +180,7 @@ def run(
                     f"epoch {r['epoch_s']:7.2f} s  compile {r['compile_s']:5.1f} s  "
                     f"{100 * r['peak_fraction']:4.1f}% of peak")
         m = 2 * QUICK_BEATS[name] if quick else SIZES["ptb"]
-        entry["eval_beats_per_s"] = time_eval(name, T.Arrays(data.x[:m], data.y[:m], data.rr[:m]))
+        entry["eval_beats_per_s"] = time_eval(name, steps.Arrays(data.x[:m], data.y[:m], data.context[:m]))
         log(f"{name:12s} eval: {entry['eval_beats_per_s']:,.0f} beats/s ({flops / 1e6:.1f} M train FLOPs/beat)")
         out["models"][name] = entry
     if population_size > 1:

@@ -8,6 +8,7 @@ is self-describing: nothing else is needed to rebuild the model and predict.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +19,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import serialization
 
 from heartjax import predict
 from heartjax.data import CONTEXT_WIDTH, RR_COLUMNS, context_features
 from heartjax.errors import UserError
 
 CHECKPOINTS = "checkpoints"
+LAST = "last_state.msgpack"
 
 
 class Manager:
@@ -50,6 +53,12 @@ class Manager:
         )
         return self.directory / str(step)
 
+    def drop_after(self, step: int) -> None:
+        """Delete checkpoints saved after `step` (a resumed run redoes those epochs)."""
+        for s in self._manager.all_steps():
+            if s > step:
+                self._manager.delete(s)
+
     def wait(self) -> None:
         """Block until pending async saves are complete on disk."""
         self._manager.wait_until_finished()
@@ -58,6 +67,49 @@ class Manager:
         """Wait for pending async saves (before reporting or exiting), then release."""
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+class LastState:
+    """The whole train state after the latest epoch (parameters, optimiser state, step, key
+    streams) and the loop's counters: what a resumed run continues from. One file, replaced
+    atomically each epoch, so an interruption leaves the previous epoch's state intact."""
+
+    def __init__(self, workdir: Path):
+        self.path = (Path(workdir) / LAST).absolute()
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def save(self, tree: Any, loop: dict[str, Any]) -> None:
+        payload = {"tree": serialization.to_state_dict(jax.device_get(tree)),
+                   "loop": json.dumps(loop, default=float)}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_bytes(serialization.msgpack_serialize(payload))
+        os.replace(tmp, self.path)
+
+    def restore(self, like: Any) -> tuple[Any, dict[str, Any]]:
+        """The saved tree in the structure of `like`, and the loop's counters."""
+        try:
+            raw = serialization.msgpack_restore(self.path.read_bytes())
+            tree = serialization.from_state_dict(like, raw["tree"])
+            loop = json.loads(raw["loop"])
+        except Exception as e:  # noqa: BLE001 - any damage reads as one user-facing line
+            raise UserError(f"{self.path}: cannot resume from this state ({type(e).__name__}); "
+                            "is it corrupt? start over with --overwrite") from None
+        return tree, loop
+
+
+_PROGRAMS: dict[str, Any] = {}
+
+
+def _program(model_config: ml_collections.ConfigDict, num_classes: int, model: Any) -> Any:
+    """One compiled predict function per architecture and process: checkpoints whose models
+    differ only in dropout (off at inference) share it, as a report's many trials do."""
+    fields = {k: v for k, v in model_config.to_dict().items() if "dropout" not in k}
+    key = json.dumps([fields, num_classes], sort_keys=True, default=str)
+    if key not in _PROGRAMS:
+        _PROGRAMS[key] = predict.make_predict_fn(model.apply)
+    return _PROGRAMS[key]
 
 
 def has_checkpoints(workdir: str | Path) -> bool:
@@ -71,7 +123,7 @@ def clear_run(workdir: str | Path) -> None:
     w = Path(workdir)
     for name in (CHECKPOINTS, "tensorboard"):
         shutil.rmtree(w / name, ignore_errors=True)
-    for name in ("metrics.jsonl", "best.json", "config.json"):
+    for name in ("metrics.jsonl", "members.jsonl", "best.json", "config.json", LAST):
         (w / name).unlink(missing_ok=True)
 
 
@@ -270,5 +322,5 @@ def load_checkpoint(path: str | Path) -> Predictor:
         path=step_dir,
         meta=meta,
         threshold=meta.get("threshold"),
-        _predict_fn=predict.make_predict_fn(model.apply),
+        _predict_fn=_program(config.model, len(class_names), model),
     )

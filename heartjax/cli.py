@@ -11,6 +11,7 @@ from typing import Any
 
 import ml_collections
 
+from heartjax.config import set_model
 from heartjax.errors import Parser, UserError
 
 
@@ -112,12 +113,3 @@ def parse_config_flags(
     return config, args
 
 
-def set_model(config: ml_collections.ConfigDict, name: str) -> None:
-    """Switch `config.model` to `name` with that model's defaults (keeps use_rr)."""
-    from heartjax.models import default_model_config
-
-    use_rr = config.model.get("use_rr", False)
-    with config.unlocked():
-        config.model = default_model_config(name)
-        if "use_rr" in config.model:
-            config.model.use_rr = use_rr

@@ -6,6 +6,8 @@ few fields; every knob of the project lives in the returned ConfigDict.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import ml_collections
 
 from heartjax.data.splits import VAL_BY
@@ -57,7 +59,7 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     c.train.keep_checkpoints = 2  # best-k by select_metric
     c.train.eval_batch_size = 1024
     c.train.target_recall = 0.0  # binary tasks: >0 stores a threshold reaching it on validation
-    c.train.log_every_calls = 10  # jitted calls per epoch (progress granularity)
+    c.train.calls_per_epoch = 10  # an epoch is cut into this many jitted calls (progress and timing)
     c.train.init_from = ""  # checkpoint to start from (transfer learning); "" = random init
     c.train.trainable = "all"  # all | head (fine-tune only the classification head)
 
@@ -143,3 +145,25 @@ def validate(c: ml_collections.ConfigDict) -> None:
         t.select_metric in SELECTABLE,
         f"train.select_metric={t.select_metric!r}; use one of {', '.join(SELECTABLE)}",
     )
+
+
+def set_model(config: ml_collections.ConfigDict, name: str) -> None:
+    """Switch `config.model` to `name` with that model's defaults (keeps use_rr)."""
+    from heartjax.models import default_model_config
+
+    use_rr = config.model.get("use_rr", False)
+    with config.unlocked():
+        config.model = default_model_config(name)
+        if "use_rr" in config.model:
+            config.model.use_rr = use_rr
+
+
+def variants(arg: str | None, path: str, known: Sequence[str]) -> list[str]:
+    """The variants named in `path:arg` (comma-separated, applied in order), each one of
+    `known`; one line for a name the file does not define."""
+    names = [n.strip() for n in (arg or "").split(",") if n.strip()]
+    for name in names:
+        if name not in known:
+            raise UserError(f"{path} has no variant {name!r}; use one or more of "
+                            f"{', '.join(known)}, comma-separated (e.g. {path}:{known[0]},smoke)")
+    return names

@@ -6,6 +6,7 @@ Evaluates a checkpoint on a beat table with exactly the predictions `load_checkp
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,27 +14,30 @@ import numpy as np
 
 from heartjax import metrics
 from heartjax.checkpoint import Ensemble, Predictor, load_checkpoint, load_ensemble
-from heartjax.data import RR_COLUMNS, load_table
+from heartjax.data import RR_COLUMNS, BeatTable, load_table
 from heartjax.errors import Parser, UserError, cli_entry
 
 
 def evaluate(predictor: Predictor | Ensemble, data: str | Path) -> dict[str, Any]:
     """All metrics of `predictor` on the table at `data` (the checkpoint's decision rule applied)."""
     table = load_table(data)  # the dataset is inferred, so a mismatch can be reported
+    out, _ = evaluate_table(predictor, table)
+    return {**out, "checkpoint": str(predictor.path), "data": str(data), "rows": len(table)}
+
+
+def evaluate_table(predictor: Predictor | Ensemble, table: BeatTable
+                   ) -> tuple[dict[str, Any], np.ndarray]:
+    """The metrics of `predictor` on a loaded table, and its class probabilities."""
     if table.dataset != predictor.dataset:
-        raise UserError(
-            f"{data}: holds {table.dataset} beats but the checkpoint was trained on {predictor.dataset}"
-        )
+        raise UserError(f"{table.path}: holds {table.dataset} beats but the checkpoint was "
+                        f"trained on {predictor.dataset}")
     rr = table.rr if predictor.needs_rr else None
     if predictor.needs_rr and rr is None:
-        raise UserError(f"{data}: the model needs the R-R columns {', '.join(RR_COLUMNS)}; "
+        raise UserError(f"{table.path}: the model needs the R-R columns {', '.join(RR_COLUMNS)}; "
                         "rebuild the table with `python -m heartjax.data build mitbih`")
     proba = predictor.predict_proba(table.x, rr, table.records)
-    out = metrics.evaluate_predictions(table.y, proba, predictor.class_names, predictor.threshold)
-    out["checkpoint"] = str(predictor.path)
-    out["data"] = str(data)
-    out["rows"] = len(table)
-    return out
+    return metrics.evaluate_predictions(table.y, proba, predictor.class_names,
+                                        predictor.threshold), proba
 
 
 def format_report(m: dict[str, Any], class_names: tuple[str, ...]) -> str:
@@ -61,26 +65,34 @@ def format_report(m: dict[str, Any], class_names: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+def draw_confusion(ax: Any, m: dict[str, Any], class_names: Sequence[str]) -> Any:
+    """Draw the row-normalised confusion matrix (recall on the diagonal) with its counts on
+    `ax`; returns the image (for a colour bar)."""
+    cm = np.asarray(m["confusion_matrix"], float)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    k = len(class_names)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{norm[i, j]:.2f}\n({int(cm[i, j])})", ha="center", va="center",
+                    color="white" if norm[i, j] > 0.6 else "black", fontsize=11 if k <= 3 else 9)
+    ax.set_xticks(range(k), class_names)
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    return im
+
+
 def plot_confusion(m: dict[str, Any], class_names: tuple[str, ...], path: str | Path) -> None:
-    """Row-normalised confusion matrix (recall on the diagonal) with counts, as a PNG."""
+    """The confusion matrix as a PNG (`draw_confusion`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cm = np.asarray(m["confusion_matrix"], float)
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     k = len(class_names)
     fig, ax = plt.subplots(figsize=(1.2 * k + 2.5, 1.1 * k + 2))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for i in range(k):
-        for j in range(k):
-            ax.text(j, i, f"{norm[i, j]:.2f}\n({int(cm[i, j])})", ha="center", va="center",
-                    color="white" if norm[i, j] > 0.6 else "black", fontsize=9)
-    ax.set_xticks(range(k), class_names)
-    ax.set_yticks(range(k), class_names)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    im = draw_confusion(ax, m, class_names)
     ax.set_title(f"Confusion matrix (row-normalised: recall on the diagonal)\n"
                  f"accuracy {m['accuracy']:.3f}, macro recall {m['macro_recall']:.3f}", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")

@@ -30,11 +30,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from heartjax import losses, metrics, predict
-from heartjax import train as T
+from heartjax import losses, metrics, predict, steps
 from heartjax.data import BeatTable
 from heartjax.errors import UserError
 from heartjax.models import build_model
+from heartjax.runtime import enable_compilation_cache
 
 CHUNK_BEATS = 4096  # beats per jitted call: a rung's steps are whole calls of this size
 RungReport = Callable[[dict[str, Any]], None]
@@ -97,18 +97,18 @@ def check_ladder(tune: ml_collections.ConfigDict) -> None:
         raise UserError(f"bad config: tune.reduction_factor={tune.reduction_factor} must be >= 2")
 
 
-_ARRAYS: dict[tuple, T.Arrays] = {}
+_ARRAYS: dict[tuple, steps.Arrays] = {}
 
 
-def device_arrays(table: BeatTable) -> T.Arrays:
-    """`heartjax.train.to_arrays` once per table and process: a Ray worker runs trial after
+def device_arrays(table: BeatTable) -> steps.Arrays:
+    """`heartjax.steps.to_arrays` once per table and process: a Ray worker runs trial after
     trial on the same splits (each trial gets a fresh copy of the tables from Ray)."""
     key = (table.path, len(table), float(table.x[:: max(len(table) // 101, 1)].sum()),
            int(table.y.sum()))
     if key not in _ARRAYS:
         if len(_ARRAYS) >= 2:  # one run's training and validation splits at a time
             _ARRAYS.clear()
-        _ARRAYS[key] = T.to_arrays(table)
+        _ARRAYS[key] = steps.to_arrays(table)
     return _ARRAYS[key]
 
 
@@ -128,20 +128,20 @@ class Trainer:
         self.model = build_model(config.model, num_classes)
         self.batch = t.batch_size
         self.chunk = max(CHUNK_BEATS // self.batch, 1)
-        self.tx = T.create_optimizer(t, 1.0)
-        self.train_chunk = T.make_train_chunk(t)
+        self.tx = steps.create_optimizer(t, 1.0)
+        self.train_chunk = steps.make_train_chunk(t)
 
     def fresh_state(self, steps: int) -> Any:
         """Newly initialised weights with the schedule spanning `steps`."""
         t = self.config.train
-        state = T.create_train_state(self.model, self.tx, t.seed, compiled=True)
-        stretch = jnp.asarray(T.schedule_stretch(t, steps / t.epochs), jnp.float32)
+        state = steps.create_train_state(self.model, self.tx, t.seed, compiled=True)
+        stretch = jnp.asarray(steps.schedule_stretch(t, steps / t.epochs), jnp.float32)
         return state.replace(opt_state=optax.tree_utils.tree_set(state.opt_state, stretch=stretch))
 
 
 def train_rung(
     trainer: Trainer,
-    train: T.Arrays,
+    train: steps.Arrays,
     pool: np.ndarray,
     weights: np.ndarray,
     budget: int,
@@ -181,11 +181,15 @@ def train_ladder(
     config: ml_collections.ConfigDict,
     splits: tuple[BeatTable, BeatTable],
     report: RungReport,
+    done: Sequence[dict[str, Any]] = (),
 ) -> None:
     """Train `config` up the ladder: one fresh training per rung on its pool, then
     `report(row)` with the rung's validation metrics; the scheduler stops the trial by not
-    returning from a report."""
-    T.enable_compilation_cache()
+    returning from a report. `done` holds the rows of rungs an interrupted attempt finished:
+    they are reported again as they were, and training continues at the next rung."""
+    for row in done:
+        report(row)
+    enable_compilation_cache()
     tune = config.tune
     train_table, val_table = splits
     class_names = train_table.class_names
@@ -196,8 +200,10 @@ def train_ladder(
     pools = nested_pools(y, tuple(tune.ladder), config.data.seed)
     base_weights = losses.loss_weights(y, num_classes, config.train)
     predict_fn = predict.make_predict_fn(trainer.model.apply)
-    params = None
+    params = done[0]["params"] if done else None
     for k, budget in enumerate(rung_budgets(tune)):
+        if k < len(done):
+            continue
         pool = pools[k]
         weights = base_weights * importance(y, pool, num_classes)
         state, row = train_rung(trainer, train, pool, weights, budget, config.train.seed + k)
@@ -205,7 +211,7 @@ def train_ladder(
             params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(state.params))
         t0 = time.perf_counter()
         variables = predict.variables_of(state.params, state.batch_stats)
-        proba = predict.predict_proba(predict_fn, variables, val.x, val.rr,
+        proba = predict.predict_proba(predict_fn, variables, val.x, val.context,
                                       config.train.eval_batch_size)
         val_m = metrics.evaluate_predictions(val_table.y, proba, class_names)
         report({

@@ -15,8 +15,6 @@ import ml_collections
 import numpy as np
 import optax
 
-from heartjax.errors import UserError
-
 LossFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
@@ -46,14 +44,9 @@ def make_focal(gamma: float) -> LossFn:
 
 
 def get_loss(name: str, focal_gamma: float = 2.0) -> LossFn:
-    """The loss named in `config.train.loss`."""
-    if name == "ce":
-        return cross_entropy
-    if name == "weighted_ce":
-        return weighted_cross_entropy
-    if name == "focal":
-        return make_focal(focal_gamma)
-    raise UserError(f"config.train.loss={name!r} is not a loss; use ce, weighted_ce or focal")
+    """The loss named in `config.train.loss` (one of `heartjax.config.LOSSES`, checked there)."""
+    return {"ce": cross_entropy, "weighted_ce": weighted_cross_entropy,
+            "focal": make_focal(focal_gamma)}[name]
 
 
 def loss_weights(labels: np.ndarray, num_classes: int, t: ml_collections.ConfigDict) -> np.ndarray:

@@ -4,16 +4,21 @@ Members share the model, the data order and every batch; each has its own learni
 decay, class-weight power (its loss weights) and seed (initialisation, dropout and augmentation
 noise: the key stream lives in each member's state), so a member trains as its config would
 alone on the same data order. Learning rate and weight decay are injected optimiser hyperparameters
-(`heartjax.train.create_optimizer`), so the members' states stack into one pytree with a leading
+(`heartjax.steps.create_optimizer`), so the members' states stack into one pytree with a leading
 member axis and `jax.vmap` turns one train step into K.
 
-`heartjax.train.train_and_evaluate(config, workdir, members=[...])` trains a population;
-`heartjax.tune` uses it when `tune.population > 1`.
+`train_population(config, workdir, members)` trains a population with the loop pieces of
+`heartjax.train.Training`; `heartjax.tune` uses it when `tune.population > 1`. Every member is
+evaluated each epoch; `members.jsonl` logs all of them, `metrics.jsonl` and the checkpoints
+follow the best one.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -24,7 +29,10 @@ import optax
 
 from heartjax import losses, space
 from heartjax.config import validate
+from heartjax.data import BeatTable
 from heartjax.errors import UserError
+from heartjax.steps import train_step
+from heartjax.train import Metrics, ReportFn, Training
 
 # What may differ between members: values one compiled program can take as arrays.
 MEMBER_FIELDS = (
@@ -89,11 +97,9 @@ def class_weights(
 def make_population_chunk(t: ml_collections.ConfigDict) -> Callable:
     """Jit a `lax.scan` over a chunk of batches for all members at once (state axis 0).
 
-    Same signature as `heartjax.train.make_train_chunk`'s program, with (K, C) class weights;
+    Same signature as `heartjax.steps.make_train_chunk`'s program, with (K, C) class weights;
     returns the stacked states and the (K,) mean losses.
     """
-    from heartjax.train import train_step
-
     loss_fn = losses.get_loss(t.loss, t.focal_gamma)
 
     def step(state, batch, weights):
@@ -103,7 +109,7 @@ def make_population_chunk(t: ml_collections.ConfigDict) -> Callable:
 
     def train_chunk(states, data, perm, class_weights):
         def body(states, idx):
-            batch = (data.x[idx], data.y[idx], data.rr[idx])  # one gather serves every member
+            batch = (data.x[idx], data.y[idx], data.context[idx])  # one gather serves every member
             return members_step(states, batch, class_weights)
 
         states, loss = jax.lax.scan(body, states, perm)
@@ -113,16 +119,64 @@ def make_population_chunk(t: ml_collections.ConfigDict) -> Callable:
 
 
 def sample_members(
-    params: Sequence[Any], first: Mapping[str, Any], k: int, base_seed: int, rng_seed: int
+    searched: Sequence[Any], first: Mapping[str, Any], k: int, base_seed: int, rng_seed: int
 ) -> list[dict[str, Any]]:
     """K members for a tuning trial: member 0 takes the searcher's values `first`, the others
-    draw the member-level fields of the search space (`params`) at random; member i trains
+    draw the member-level fields of the search space (`searched`) at random; member i trains
     with seed `base_seed + i`."""
     rng = np.random.default_rng(rng_seed)
-    own = [p for p in params if p.path in MEMBER_FIELDS and p.when is None]
+    own = [p for p in searched if p.path in MEMBER_FIELDS and p.when is None]
     members = []
     for i in range(k):
         values = {p.path: first[p.path] if i == 0 else p.draw(rng) for p in own if p.path in first}
         values.setdefault("train.seed", base_seed + i)
         members.append(values)
     return members
+
+
+def train_population(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    members: Sequence[Mapping[str, Any]],
+    *,
+    report: ReportFn | None = None,
+    progress: bool = True,
+    splits: tuple[BeatTable, BeatTable] | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+) -> Metrics:
+    """`heartjax.train.train_and_evaluate` for K members (dicts over MEMBER_FIELDS, e.g.
+    `{"train.learning_rate": 3e-4}`) trained at once; the best member leads each epoch."""
+    configs = member_configs(config, members)
+    run = Training(config, workdir, splits=splits, overwrite=overwrite, resume=resume,
+                   progress=progress)
+    t = config.train
+    state = create_population_state(run.program.create, configs)
+    state = run.start(state, unstack(state, 0))
+    train_chunk = make_population_chunk(t)
+    weights = class_weights(run.train_table.y, len(run.class_names), configs)
+    try:
+        while not run.done:
+            state, loss, timing = run.train_epoch(train_chunk, state, weights)
+            rows, evals = [], []
+            for i in range(len(configs)):
+                one = unstack(state, i)
+                val_m, proba = run.evaluate(one)
+                evals.append((one, val_m, proba))
+                rows.append({**run.row(loss[i], timing, val_m), "member": i})
+            # a diverged member (NaN loss) never leads; the others go on
+            scores = [e[1][t.select_metric] if math.isfinite(r["train_loss"]) else -math.inf
+                      for r, e in zip(rows, evals)]
+            lead = int(np.argmax(scores))
+            one, val_m, proba = evals[lead]
+            ckpt_dir = run.select(one, configs[lead], val_m, proba, scores[lead], member=lead,
+                                  member_values=dict(members[lead]))
+            with (run.workdir / "members.jsonl").open("a") as f:
+                for r, m in zip(rows, members):
+                    f.write(json.dumps({**r, **m}) + "\n")
+            run.log(rows[lead], ckpt_dir is not None)
+            run.save_last(state)
+            run.report(report, rows[lead], ckpt_dir)
+    finally:
+        run.close()
+    return run.finish()

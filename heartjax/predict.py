@@ -14,18 +14,18 @@ import numpy as np
 def make_predict_fn(apply_fn: Callable) -> Callable:
     """Compile once per model: softmax of `apply_fn` mapped over fixed-size chunks of beats."""
 
-    def run(variables: Any, x: jax.Array, rr: jax.Array) -> jax.Array:
+    def run(variables: Any, x: jax.Array, context: jax.Array) -> jax.Array:
         def one(inp):
             xb, rb = inp
             return jax.nn.softmax(apply_fn(variables, xb, rb, train=False))
 
-        return jax.lax.map(one, (x, rr))
+        return jax.lax.map(one, (x, context))
 
     return jax.jit(run)
 
 
 def predict_proba(
-    predict_fn: Callable, variables: Any, x: Any, rr: Any, batch: int = 1024
+    predict_fn: Callable, variables: Any, x: Any, context: Any, batch: int = 1024
 ) -> np.ndarray:
     """Class probabilities (N, C) from a `make_predict_fn` program; the last chunk is padded
     so shapes (and the compiled program) never change."""
@@ -34,7 +34,7 @@ def predict_proba(
     chunks = max(math.ceil(n / batch), 1)
     pad = chunks * batch - n
     xp = jnp.pad(jnp.asarray(x, jnp.float32), ((0, pad), (0, 0))).reshape(chunks, batch, -1)
-    rp = jnp.pad(jnp.asarray(rr, jnp.float32), ((0, pad), (0, 0))).reshape(chunks, batch, -1)
+    rp = jnp.pad(jnp.asarray(context, jnp.float32), ((0, pad), (0, 0))).reshape(chunks, batch, -1)
     proba = predict_fn(variables, xp, rp)
     return np.asarray(proba.reshape(chunks * batch, -1)[:n])
 

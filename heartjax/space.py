@@ -5,7 +5,7 @@ element `"path=value"` that makes the parameter conditional:
 
     s.train.learning_rate = ("loguniform", 1e-4, 3e-3)
     s.model.name = ("choice", ["cnn2d", "resnet1d"])
-    s.model.hidden = ("choice", [16, 32, 64], "model.name=cnn2d")   # only for cnn2d
+    s.model.height = ("choice", [16, 24], "model.name=cnn2d")   # only for cnn2d
     s.model.resnet1d.num_blocks = ("randint", 3, 5)  # model.num_blocks, only for resnet1d
 
 A model's name as a key under `model` holds that model's own fields: several architectures can
@@ -28,6 +28,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from heartjax.config import set_model
 from heartjax.errors import UserError
 
 KINDS = ("choice", "uniform", "loguniform", "randint", "quniform")
@@ -106,7 +107,7 @@ def _parse_value(text: str) -> Any:
 
 def parse(space: Any, config: ml_collections.ConfigDict) -> list[Param]:
     """Validate the space against `config` and return its parameters (conditions last)."""
-    params = []
+    searched = []
     for name, leaf in _leaves(space):
         where = f"tune.search_space.{name}"
         path = config_path(name)
@@ -127,17 +128,17 @@ def parse(space: Any, config: ml_collections.ConfigDict) -> list[Param]:
                                 f"for model.name={model}; drop its condition {cond!r}")
             when = ("model.name", model)
         _check_args(where, kind, args)
-        params.append(Param(path, kind, tuple(args), when, name if path != name else ""))
-    _check_paths(params, config)
-    return sorted(_fixed_conditions(params, config), key=lambda p: p.when is not None)
+        searched.append(Param(path, kind, tuple(args), when, name if path != name else ""))
+    _check_paths(searched, config)
+    return sorted(_fixed_conditions(searched, config), key=lambda p: p.when is not None)
 
 
-def _fixed_conditions(params: list[Param], config: ml_collections.ConfigDict) -> list[Param]:
+def _fixed_conditions(searched: list[Param], config: ml_collections.ConfigDict) -> list[Param]:
     """A condition on a field the space does not search is decided by the config's value."""
-    searched = {p.key for p in params}
+    keys = {p.key for p in searched}
     out = []
-    for p in params:
-        if p.when is None or p.when[0] in searched:
+    for p in searched:
+        if p.when is None or p.when[0] in keys:
             out.append(p)
         elif _get(config, p.when[0]) == p.when[1]:
             out.append(dataclasses.replace(p, when=None))
@@ -179,13 +180,13 @@ def _model_fields(name: str) -> set[str]:
     return set(default_model_config(name).keys())
 
 
-def _check_paths(params: Sequence[Param], config: ml_collections.ConfigDict) -> None:
+def _check_paths(searched: Sequence[Param], config: ml_collections.ConfigDict) -> None:
     """Every searched path must exist in the config, or in the model its condition selects."""
-    names = {p.key: p for p in params}
-    if len(names) < len(params):
+    names = {p.key: p for p in searched}
+    if len(names) < len(searched):
         raise UserError("bad config: tune.search_space names a field twice")
     model_choices = names["model.name"].args[0] if "model.name" in names else [config.model.name]
-    for p in params:
+    for p in searched:
         where = f"tune.search_space.{p.key}"
         if p.when is not None and p.when[0] not in names and _get(config, p.when[0]) is None:
             raise UserError(f"bad config: {where}: condition on unknown field {p.when[0]}")
@@ -222,29 +223,29 @@ class DefineByRun:
     A class rather than a closure so Ray can pickle the searcher for resuming.
     """
 
-    params: tuple[Param, ...]
+    searched: tuple[Param, ...]
 
     def __call__(self, trial: Any) -> dict[str, Any]:
         chosen: dict[str, Any] = {}
-        for p in self.params:
+        for p in self.searched:
             if p.when is None or chosen.get(p.when[0]) == p.when[1]:
                 chosen[p.key] = p.sample(trial)
         # Ray passes the returned constants on to the trainable as its config
         return {"params": chosen}
 
 
-def start_point(params: Sequence[Param], config: ml_collections.ConfigDict,
+def start_point(searched: Sequence[Param], config: ml_collections.ConfigDict,
                 values: dict[str, Any]) -> dict[str, Any]:
     """Optuna's values for a trial that trains `config` with `values` (space paths) set, every
     other searched field at the config's own value: how the search starts from a known model."""
     for key in values:
-        if key not in {p.key for p in params}:
+        if key not in {p.key for p in searched}:
             raise UserError(f"bad config: tune.start_points names {key}, which the space does "
                             "not search")
     chosen: dict[str, Any] = {}
     point: dict[str, Any] = {}
     model = values.get("model.name", config.model.name)
-    for p in params:
+    for p in searched:
         if p.when is not None and chosen.get(p.when[0], _get(config, p.when[0])) != p.when[1]:
             continue
         if p.key in values:
@@ -265,9 +266,7 @@ def start_point(params: Sequence[Param], config: ml_collections.ConfigDict,
 def apply(config: ml_collections.ConfigDict, values: dict[str, Any]) -> ml_collections.ConfigDict:
     """A copy of `config` with sampled values set (model.name first, resetting model defaults).
 
-    Keys are space paths (`train.learning_rate`, `model.cnn2d.hidden`)."""
-    from heartjax.cli import set_model
-
+    Keys are space paths (`train.learning_rate`, `model.cnn2d.channels`)."""
     values = {config_path(k): v for k, v in values.items()}
     c = copy.deepcopy(config)
     if "model.name" in values and values["model.name"] != c.model.name:
@@ -289,12 +288,12 @@ def apply(config: ml_collections.ConfigDict, values: dict[str, Any]) -> ml_colle
     return c
 
 
-def configspace(params: Sequence[Param]):
+def configspace(searched: Sequence[Param]):
     """The space as a ConfigSpace object, for BOHB (flat spaces only)."""
     import ConfigSpace as CS
 
     cs = CS.ConfigurationSpace()
-    for p in params:
+    for p in searched:
         if p.when is not None:
             raise UserError(f"tune.search_alg=bohb: conditional field {p.key} is not supported; use optuna")
         a = p.args

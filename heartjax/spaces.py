@@ -48,7 +48,7 @@ ARCHITECTURES = {
         "head_hidden": ("choice", [(64,), (128,)]),
     },
     "cnn2d": {
-        "hidden": ("choice", [16, 32]),
+        "channels": ("choice", [16, 32]),
         "num_blocks": ("randint", 1, 3),
         "width_mult": ("choice", [1.0, 2.0]),
         "kernel_size": ("choice", [3, 5]),

@@ -17,6 +17,7 @@ Afterwards the run folder holds a tidy table of every trial (`trials.csv`, and `
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
@@ -94,17 +95,17 @@ def check_tune_config(config: ml_collections.ConfigDict) -> list[space.Param]:
                         "tune.ladder=() or tune.population=1")
     if t.time_budget_s < 0:
         raise UserError(f"bad config: tune.time_budget_s={t.time_budget_s} must be >= 0 (0: none)")
-    params = space.parse(t.search_space, config)
+    searched = space.parse(t.search_space, config)
     for point in t.start_points:
-        space.start_point(params, config, dict(point))  # a bad start point fails here
-    return params
+        space.start_point(searched, config, dict(point))  # a bad start point fails here
+    return searched
 
 
 # ----------------------------------------------------------------------------- the trial
 
 
 def trainable(
-    trial_config: dict[str, Any], base: dict[str, Any], run_dir: str, splits, params: list[space.Param]
+    trial_config: dict[str, Any], base: dict[str, Any], run_dir: str, splits, searched: list[space.Param]
 ) -> None:
     """One Ray trial: the base config with the sampled values, trained by train_and_evaluate."""
     from ray import tune
@@ -113,26 +114,37 @@ def trainable(
 
     values = trial_config.get("params", trial_config)  # BOHB passes the values flat
     config = space.apply(ml_collections.ConfigDict(base), values)
-    if config.tune.ladder:
-        budgets = fidelity.rung_budgets(config.tune)
-        # ASHA decides on "budget", the rung's nominal beats (its milestones exactly)
-        fidelity.train_ladder(
-            config, splits, lambda row: tune.report({**row, "budget": budgets[row["rung"]]}))
-        return
     trial_id = tune.get_context().get_trial_id()
     workdir = Path(run_dir) / "trials" / trial_id
+    if config.tune.ladder:
+        budgets = fidelity.rung_budgets(config.tune)
+        log = workdir / "rungs.jsonl"  # a restarted trial goes on from its last finished rung
+        done = [json.loads(ln) for ln in log.read_text().splitlines()] if log.exists() else []
+
+        def report_rung(row: dict[str, Any]) -> None:
+            if row["rung"] >= len(done):
+                workdir.mkdir(parents=True, exist_ok=True)
+                with log.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+            # ASHA decides on "budget", the rung's nominal beats (its milestones exactly)
+            tune.report({**row, "budget": budgets[row["rung"]]})
+
+        fidelity.train_ladder(config, splits, report_rung, done)
+        return
     members = None
     if config.tune.population > 1:  # seeded by the trial id: a restarted trial redraws the same
         members = population.sample_members(
-            params, values, config.tune.population, config.train.seed, zlib.crc32(trial_id.encode())
+            searched, values, config.tune.population, config.train.seed, zlib.crc32(trial_id.encode())
         )
 
     def report(epoch: int, row: dict[str, float], ckpt_dir) -> None:
         tune.report({**row, "checkpoint_dir": str(ckpt_dir or "")})
 
-    # A restarted trial starts over: the partial run of the interrupted attempt is replaced.
-    train_and_evaluate(config, workdir, members=members, report=report, progress=False,
-                       splits=splits, overwrite=True)
+    # A restarted trial (Ray's restore after an interruption) continues from its last epoch;
+    # the scheduler decides by the reported epoch, which a restart keeps counting.
+    run = (functools.partial(population.train_population, members=members) if members
+           else train_and_evaluate)
+    run(config, workdir, report=report, progress=False, splits=splits, resume=True, overwrite=True)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -153,7 +165,7 @@ def _scheduler(config: ml_collections.ConfigDict):
                     **extra)
     if t.scheduler == "asha":
         return QuotaASHA(
-            time_attr="training_iteration",
+            time_attr="epoch",
             max_t=config.train.epochs,
             grace_period=min(t.grace_period, config.train.epochs),
             reduction_factor=t.reduction_factor,
@@ -161,30 +173,30 @@ def _scheduler(config: ml_collections.ConfigDict):
         )
     if t.scheduler == "hyperband":
         return HyperBandScheduler(
-            time_attr="training_iteration", max_t=config.train.epochs, reduction_factor=t.reduction_factor
+            time_attr="epoch", max_t=config.train.epochs, reduction_factor=t.reduction_factor
         )
     return FIFOScheduler()
 
 
-def _searcher(config: ml_collections.ConfigDict, params: list[space.Param]):
+def _searcher(config: ml_collections.ConfigDict, searched: list[space.Param]):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     t = config.tune
-    if not params:
+    if not searched:
         return None
     if t.search_alg == "bohb":
         from ray.tune.search.bohb import TuneBOHB
 
-        return TuneBOHB(space=space.configspace(params), metric=t.metric, mode=t.mode, seed=t.seed)
+        return TuneBOHB(space=space.configspace(searched), metric=t.metric, mode=t.mode, seed=t.seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = (
         optuna.samplers.RandomSampler(seed=t.seed)
         if t.search_alg == "random"
         else optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=min(t.startup_trials, t.num_samples))
     )
-    points = [space.start_point(params, config, dict(p)) for p in t.start_points]
-    return OptunaSearch(space.DefineByRun(tuple(params)), metric=t.metric, mode=t.mode,
+    points = [space.start_point(searched, config, dict(p)) for p in t.start_points]
+    return OptunaSearch(space.DefineByRun(tuple(searched)), metric=t.metric, mode=t.mode,
                         sampler=sampler, points_to_evaluate=points or None)
 
 
@@ -214,7 +226,7 @@ def run(
     """Tune `config` into `workdir` (or resume it there); returns the run's summary."""
     from heartjax.train import load_splits
 
-    params = check_tune_config(config)
+    searched = check_tune_config(config)
     # trials keep checkpoints by the tuned metric, so the run's best checkpoint is the best trial's
     config.train.select_metric = config.tune.metric[len("val_"):]
     workdir = Path(workdir).absolute()
@@ -242,7 +254,7 @@ def run(
     try:
         ray.init(
             # "local" starts a private Ray: without it ray.init() joins the last `ray start`
-            # cluster recorded in /tmp/ray, even a dead one left by an earlier session
+            # cluster recorded in /tmp/ray, even a dead one left by an earlier `ray start`
             address=address or "local",
             runtime_env={"env_vars": thread_env(config.tune.cpus_per_trial)},
             include_dashboard=False,
@@ -261,7 +273,7 @@ def run(
     try:
         fn = tune.with_resources(
             tune.with_parameters(
-                trainable, base=config.to_dict(), run_dir=str(workdir), splits=splits, params=params
+                trainable, base=config.to_dict(), run_dir=str(workdir), splits=splits, searched=searched
             ),
             {"cpu": config.tune.cpus_per_trial, "gpu": config.tune.gpus_per_trial},
         )
@@ -274,7 +286,7 @@ def run(
                 tune_config=tune.TuneConfig(
                     metric=t.metric,
                     mode=t.mode,
-                    search_alg=_searcher(config, params),
+                    search_alg=_searcher(config, searched),
                     scheduler=_scheduler(config),
                     num_samples=t.num_samples,
                     max_concurrent_trials=t.max_concurrent_trials,
@@ -297,7 +309,7 @@ def run(
     finally:
         ray.shutdown()
         signal.signal(signal.SIGTERM, previous_term)
-    summary = write_tables(workdir, results, config, params, time.time() - t0)
+    summary = write_tables(workdir, results, config, searched, time.time() - t0)
     if summary["status_counts"].get("interrupted") and not _budget_spent(config, time.time() - t0):
         summary["interrupted"] = True
         return summary
@@ -355,7 +367,7 @@ def _progress(config: ml_collections.ConfigDict):
     from heartjax.tune_progress import Progress
 
     t = config.tune
-    return Progress(t.metric, t.time_budget_s, rung_key="rung" if t.ladder else "training_iteration")
+    return Progress(t.metric, t.time_budget_s, rung_key="rung" if t.ladder else "epoch")
 
 
 def _match_cluster_auth() -> None:
@@ -410,7 +422,7 @@ def _error_line(error: BaseException) -> str:
     return (lines[-1] if lines else type(error).__name__)[:300]
 
 
-def write_tables(workdir: Path, results, config, params, wall_s: float) -> dict[str, Any]:
+def write_tables(workdir: Path, results, config, searched, wall_s: float) -> dict[str, Any]:
     """`trials.csv` (one row per trial), `epochs.csv` (one per trial-epoch), `summary.json`."""
     t = config.tune
     states = trial_states(workdir / RAY_DIR)
@@ -471,7 +483,7 @@ def write_tables(workdir: Path, results, config, params, wall_s: float) -> dict[
     best = ok.iloc[0].to_dict() if len(ok) else {}
     previous = workdir / "summary.json"
     started_at = time.time() - wall_s
-    if previous.exists():  # a resumed run: wall time adds up over its sessions
+    if previous.exists():  # a resumed run: its wall time adds up over the parts it ran in
         before = json.loads(previous.read_text())
         wall_s += before.get("wall_s", 0.0)
         started_at = before.get("started_at", started_at)
@@ -488,7 +500,7 @@ def write_tables(workdir: Path, results, config, params, wall_s: float) -> dict[
         "started_at": started_at,
         "search_alg": t.search_alg,
         "scheduler": t.scheduler,
-        "search_space": [{"path": p.key, "kind": p.kind, "args": list(p.args), "when": p.when} for p in params],
+        "search_space": [{"path": p.key, "kind": p.kind, "args": list(p.args), "when": p.when} for p in searched],
         "best": {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in best.items()},
         "best_values": values_of.get(best.get("trial_id"), {}),
     }
@@ -538,12 +550,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     if summary["status_counts"].get("interrupted"):
         lines.append("the run was interrupted: the same command with --resume continues it")
     if best:
-        params = ", ".join(f"{k[6:]}={v:.4g}" if isinstance(v, float) else f"{k[6:]}={v}"
+        values = ", ".join(f"{k[6:]}={v:.4g}" if isinstance(v, float) else f"{k[6:]}={v}"
                            for k, v in best.items() if k.startswith("param:") and v is not None)
         lines.append(f"best trial {best['trial_id']}: {summary['metric']} {best.get(summary['metric'], float('nan')):.4f}"
                      f" (val accuracy {best.get('val_accuracy', float('nan')):.4f}, macro F1 {best.get('val_macro_f1', float('nan')):.4f})")
-        if params:
-            lines.append(f"  {params}")
+        if values:
+            lines.append(f"  {values}")
     r = summary.get("retrained")
     if r:
         lines.append(f"winner retrained at full fidelity ({r['train_s'] / 60:.1f} min, best epoch "

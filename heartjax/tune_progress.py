@@ -43,7 +43,7 @@ class Progress(Callback):
         self.metric = metric
         self.budget_s = budget_s
         self.every_s = every_s
-        self.rung_key = rung_key  # "rung" on a ladder, "training_iteration" (epochs) without
+        self.rung_key = rung_key  # "rung" on a ladder, "epoch" without
         self.start = time.time()
         self.last_print = 0.0
         self.reached: dict[str, int] = {}  # trial id -> highest rung reported

@@ -1,4 +1,4 @@
-"""Shared real-data fixtures: the read-only ../shared folder and one MIT-BIH build per session."""
+"""Shared real-data fixtures: the read-only ../shared folder and one MIT-BIH build per test run."""
 
 from __future__ import annotations
 

@@ -91,7 +91,7 @@ def test_per_model_fields_have_their_own_names_and_ranges():
 def test_a_field_under_a_model_refuses_another_condition():
     c = load_config("configs/mitbih.py")
     c.tune.search_space = {"model": {"name": ("choice", ["cnn2d", "cnn1d"]),
-                                     "cnn2d": {"hidden": ("choice", [8], "model.name=cnn1d")}}}
+                                     "cnn2d": {"channels": ("choice", [8], "model.name=cnn1d")}}}
     with pytest.raises(UserError, match="only for model.name=cnn2d"):
         space.parse(c.tune.search_space, c)
 
@@ -107,7 +107,7 @@ def test_start_point_trains_the_config_as_it_is():
     for section in ("model", "train"):
         assert applied[section].to_dict() == c[section].to_dict()
     with pytest.raises(UserError, match="not one of"):
-        space.start_point(params, c, {"model.cnn2d.hidden": 7})
+        space.start_point(params, c, {"model.cnn2d.channels": 7})
     with pytest.raises(UserError, match="does not search"):
         space.start_point(params, c, {"model.resnet1d.channels": 32})
 

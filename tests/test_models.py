@@ -316,8 +316,8 @@ def test_registry_errors_name_the_problem():
         default_model_config("nope")
     with pytest.raises(UserError, match="model.hiden"):
         build_model({"name": "cnn2d", "hiden": 8}, 5)
-    with pytest.raises(UserError, match="model.hidden"):
-        build_model({"name": "cnn2d", "hidden": "wide"}, 5)
+    with pytest.raises(UserError, match="model.channels"):
+        build_model({"name": "cnn2d", "channels": "wide"}, 5)
     with pytest.raises(UserError, match="model.norm"):
         build_model({"name": "cnn1d", "norm": "group"}, 5)
     with pytest.raises(UserError, match="model.num_heads"):

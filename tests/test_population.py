@@ -11,7 +11,7 @@ import pytest
 
 import heartjax
 from heartjax import population, space
-from heartjax import train as T
+from heartjax import steps as T
 from heartjax.cli import load_config
 from heartjax.data import load_table
 from heartjax.errors import UserError
@@ -55,7 +55,7 @@ def test_population_run_logs_every_member_and_keeps_the_best(ptb_tables, tmp_pat
     config = load_config("configs/ptb.py:smoke")
     config.data.dir = str(ptb_tables)
     config.train.epochs = 2
-    best = T.train_and_evaluate(config, tmp_path, members=MEMBERS, progress=False)
+    best = population.train_population(config, tmp_path, MEMBERS, progress=False)
     rows = [json.loads(line) for line in (tmp_path / "members.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["member"]) for r in rows] == [(e, m) for e in (1, 2) for m in range(3)]
     assert rows[2]["train.seed"] == 7 and rows[1]["train.learning_rate"] == 3e-3

@@ -153,7 +153,7 @@ def test_augmentations_change_beats_as_described():
     import jax.numpy as jnp
     import ml_collections
 
-    from heartjax.train import augment
+    from heartjax.steps import augment
 
     t = np.arange(187)
     x = jnp.asarray(np.tile(np.exp(-0.5 * ((t - 60) / 4.0) ** 2), (256, 1)), jnp.float32)

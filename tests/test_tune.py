@@ -32,16 +32,16 @@ from tests.conftest import REPO, assert_one_line_error, run_module
         ({"train": {"learning_rate": ("loguniform", 1e-2, 1e-4)}}, "low"),
         ({"train": {"learning_rate": ("loguniform", 0.0, 1e-4)}}, "low > 0"),
         ({"train": {"learning_rate": ("gaussian", 0.0, 1.0)}}, "kind"),
-        ({"model": {"hidden": ("choice", [8, 16])}}, "model.name"),
+        ({"model": {"height": ("choice", [16, 24])}}, "model.name"),
         ({"model": {"name": ("choice", ["cnn2d", "lstm"])}}, "unknown model"),
-        ({"model": {"hidden": ("choice", [8], "model.name=cnn2d")}}, None),  # valid
+        ({"model": {"height": ("choice", [16], "model.name=cnn2d")}}, None),  # valid
     ],
 )
 def test_search_space_validation(bad, needle):
     config = load_config("configs/ptb.py:smoke")
     if needle is None:
         config.tune.search_space = {"model": {"name": ("choice", ["cnn1d", "cnn2d"]), **bad["model"]}}
-        assert [p.path for p in space.parse(config.tune.search_space, config)][-1] == "model.hidden"
+        assert [p.path for p in space.parse(config.tune.search_space, config)][-1] == "model.height"
         return
     config.tune.search_space = bad
     with pytest.raises(UserError, match=needle):
@@ -51,7 +51,7 @@ def test_search_space_validation(bad, needle):
 def test_conditional_fields_are_sampled_only_for_their_model():
     config = load_config("configs/ptb.py:smoke")
     config.tune.search_space = {
-        "model": {"name": ("choice", ["cnn1d", "cnn2d"]), "hidden": ("choice", [8, 24], "model.name=cnn2d")},
+        "model": {"name": ("choice", ["cnn1d", "cnn2d"]), "height": ("choice", [16, 24], "model.name=cnn2d")},
         "train": {"learning_rate": ("loguniform", 1e-4, 1e-2)},
     }
     sampler = space.DefineByRun(tuple(space.parse(config.tune.search_space, config)))
@@ -60,11 +60,11 @@ def test_conditional_fields_are_sampled_only_for_their_model():
     for _ in range(20):
         values = sampler(study.ask())["params"]
         seen.add(values["model.name"])
-        assert ("model.hidden" in values) == (values["model.name"] == "cnn2d")
+        assert ("model.height" in values) == (values["model.name"] == "cnn2d")
         c = space.apply(config, values)
         assert c.model.name == values["model.name"] and 1e-4 <= c.train.learning_rate <= 1e-2
         if values["model.name"] == "cnn2d":
-            assert c.model.hidden == values["model.hidden"] and "height" in c.model
+            assert c.model.height == values["model.height"] and "channels" in c.model
     assert seen == {"cnn1d", "cnn2d"}
 
 
@@ -117,7 +117,7 @@ def test_ladder_tune_retrains_the_winner_and_reports_it_beside_the_original(ptb_
     assert 195 <= pools[0] <= 200 and pools[1] == train_rows  # a stratified 200, then all
     assert pools == rungs.groupby("rung")["pool"].first().tolist()
     # the untuned original (the start point) is one of the trials
-    assert ((trials["param:model.cnn2d.hidden"] == 16) & (trials["param:model.cnn2d.num_blocks"] == 1)
+    assert ((trials["param:model.cnn2d.channels"] == 16) & (trials["param:model.cnn2d.num_blocks"] == 1)
             & (trials["param:train.learning_rate"] == 1e-3)).any()
     # the winner, retrained at full fidelity, is the run's checkpoint; the original beside it
     best = heartjax.load_checkpoint(workdir)

@@ -8,15 +8,15 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from heartjax.data import SIGNAL_LEN
 from heartjax.models import layers
 
 GLOBAL_POOLS = ("max", "mean", "flatten")
 
 
-class Model(nn.Module):
+class Model(layers.Classifier):
     """Beat (B, 187) -> conv blocks (channels x width_mult per block) -> global pool -> head."""
 
-    num_classes: int
     num_blocks: int = 3
     channels: int = 16  # of the first block
     width_mult: float = 2.0  # channel factor from one block to the next
@@ -25,10 +25,6 @@ class Model(nn.Module):
     dropout: float = 0.2
     head_hidden: Sequence[int] = (64,)
     global_pool: str = "max"  # max | mean | flatten (flatten keeps where in the beat)
-    use_rr: bool = False
-    morph_dropout: float = 0.0
-    use_template: bool = False
-    morph_mix: float = 0.0
     conv_impl: str = "patch"
 
     def __post_init__(self) -> None:
@@ -42,14 +38,14 @@ class Model(nn.Module):
             f"choose one of {', '.join(GLOBAL_POOLS)}",
         )
         layers.require(
-            layers.BEAT_LENGTH // 2**self.num_blocks >= 1,
+            SIGNAL_LEN // 2**self.num_blocks >= 1,
             "num_blocks",
             self.num_blocks,
-            f"{self.num_blocks} poolings by 2 shrink {layers.BEAT_LENGTH} samples to nothing",
+            f"{self.num_blocks} poolings by 2 shrink {SIGNAL_LEN} samples to nothing",
         )
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, rr: jnp.ndarray | None = None, *, train: bool = False):
+    def __call__(self, x: jnp.ndarray, context: jnp.ndarray | None = None, *, train: bool = False):
         h = x[..., None]
         for i in range(self.num_blocks):
             features = max(1, round(self.channels * self.width_mult**i))
@@ -61,12 +57,7 @@ class Model(nn.Module):
             h = h.mean(axis=1)
         elif self.global_pool == "max":
             h = h.max(axis=1)
-        return layers.Head(
-            self.num_classes, self.head_hidden, self.dropout, self.use_rr, self.morph_dropout,
-            self.use_template, self.morph_mix,
-        )(
-            h, rr, train
-        )
+        return self.head(h, context, train)
 
 
 def default_config() -> ml_collections.ConfigDict:

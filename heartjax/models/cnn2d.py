@@ -13,40 +13,36 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from heartjax.data import SIGNAL_LEN
 from heartjax.models import layers
 
 
-class Model(nn.Module):
+class Model(layers.Classifier):
     """Beat (B, 187) -> (B, height, width, 1) -> stem -> blocks [conv, conv, pool] -> head."""
 
-    num_classes: int
     height: int = 16
     width: int = 12  # the beat is zero padded to height * width (>= 187) samples
-    hidden: int = 16  # channels of the stem and of the first block
+    channels: int = 16  # of the stem and of the first block
     num_blocks: int = 1
     width_mult: float = 1.0  # channel factor from one block to the next
     kernel_size: int = 3
     norm: str = "none"
     dropout: float = 0.5
     head_hidden: Sequence[int] = (512,)
-    use_rr: bool = False
-    morph_dropout: float = 0.0
-    use_template: bool = False
-    morph_mix: float = 0.0
     conv_impl: str = "patch"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        layers.check_common(self, ("height", "width", "hidden", "kernel_size"))
+        layers.check_common(self, ("height", "width", "channels", "kernel_size"))
         require = layers.require
         require(self.num_blocks >= 0, "num_blocks", self.num_blocks, "must be >= 0")
         require(self.width_mult > 0, "width_mult", self.width_mult, "must be > 0")
         area = self.height * self.width
         require(
-            area >= layers.BEAT_LENGTH,
+            area >= SIGNAL_LEN,
             "height",
             self.height,
-            f"height*width={area} must be >= {layers.BEAT_LENGTH} samples (raise height or width)",
+            f"height*width={area} must be >= {SIGNAL_LEN} samples (raise height or width)",
         )
         h, w = self.height // 2**self.num_blocks, self.width // 2**self.num_blocks
         require(
@@ -57,27 +53,22 @@ class Model(nn.Module):
         )
 
     def block_channels(self, i: int) -> int:
-        """Channels of block i (0-based): hidden * width_mult**i, at least 1."""
-        return max(1, round(self.hidden * self.width_mult**i))
+        """Channels of block i (0-based): channels * width_mult**i, at least 1."""
+        return max(1, round(self.channels * self.width_mult**i))
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, rr: jnp.ndarray | None = None, *, train: bool = False):
+    def __call__(self, x: jnp.ndarray, context: jnp.ndarray | None = None, *, train: bool = False):
         k = (self.kernel_size, self.kernel_size)
         x = jnp.pad(x, ((0, 0), (0, self.height * self.width - x.shape[-1])))
         x = x.reshape(x.shape[0], self.height, self.width, 1)
-        x = layers.Conv(self.hidden, k, impl=self.conv_impl)(x)
+        x = layers.Conv(self.channels, k, impl=self.conv_impl)(x)
         x = nn.relu(layers.norm(self.norm, train)(x))
         for i in range(self.num_blocks):
             for _ in range(2):
                 x = layers.Conv(self.block_channels(i), k, impl=self.conv_impl)(x)
                 x = nn.relu(layers.norm(self.norm, train)(x))
             x = layers.max_pool(x, (2, 2))
-        return layers.Head(
-            self.num_classes, self.head_hidden, self.dropout, self.use_rr, self.morph_dropout,
-            self.use_template, self.morph_mix,
-        )(
-            x, rr, train
-        )
+        return self.head(x, context, train)
 
 
 def default_config() -> ml_collections.ConfigDict:

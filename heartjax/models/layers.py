@@ -24,9 +24,9 @@ from heartjax.errors import UserError
 
 NORMS = ("batch", "layer", "none")
 CONV_IMPLS = ("patch", "xla")
-BEAT_LENGTH = 187
+
 NUM_RR_FEATURES = 9  # logs of the 4 intervals, of prev and next over local, of prev, next, local over record
-NUM_RR = 4  # R-R columns at the start of a model's `rr` input; the template features follow
+NUM_RR = 4  # R-R columns at the start of a model's `context` input; the template features follow
 NUM_TEMPLATE_FEATURES = 2  # the QRS's correlation with its record's median QRS, RMS difference
 
 
@@ -218,12 +218,31 @@ def template_features(t: jnp.ndarray) -> jnp.ndarray:
     return jnp.concatenate([t[:, 0::2], jnp.log(jnp.maximum(t[:, 1::2], 1e-3))], axis=-1)
 
 
+class Classifier(nn.Module):
+    """What every model shares: the number of classes and the head's fields (`Head`). A model
+    subclasses it, adds its own fields (and may change these defaults), and ends its
+    `__call__` with `self.head(features, context, train)`."""
+
+    num_classes: int = 0  # set by heartjax.models.build_model from the dataset
+    dropout: float = 0.0
+    head_hidden: Sequence[int] = ()
+    use_rr: bool = False
+    morph_dropout: float = 0.0
+    use_template: bool = False
+    morph_mix: float = 0.0
+
+    def head(self, h: jnp.ndarray, context: jnp.ndarray | None, train: bool) -> jnp.ndarray:
+        return Head(num_classes=self.num_classes, hidden=self.head_hidden, dropout=self.dropout,
+                    use_rr=self.use_rr, morph_dropout=self.morph_dropout,
+                    use_template=self.use_template, morph_mix=self.morph_mix)(h, context, train)
+
+
 class Head(nn.Module):
     """Pooled features (+ R-R features when use_rr, + template features when use_template)
     -> Dense/ReLU/Dropout per hidden -> logits.
 
-    `rr` is (B, 6): the R-R intervals (`heartjax.data.RR_COLUMNS`), then the beat's similarity
-    to its record's median beat (`heartjax.data.template`).
+    `context` is (B, 6): the R-R intervals (`heartjax.data.RR_COLUMNS`), then the beat's
+    similarity to its record's median beat (`heartjax.data.template`).
 
     `morph_dropout`: in training, the whole pooled beat-shape vector of a beat is zeroed with
     this probability, so the head must also classify from the R-R features alone. Shapes are
@@ -245,14 +264,14 @@ class Head(nn.Module):
     morph_mix: float = 0.0
 
     @nn.compact
-    def __call__(self, h: jnp.ndarray, rr: jnp.ndarray | None, train: bool) -> jnp.ndarray:
+    def __call__(self, h: jnp.ndarray, context: jnp.ndarray | None, train: bool) -> jnp.ndarray:
         h = h.reshape(h.shape[0], -1)
         mix = self.morph_mix if self.use_rr and not train else 0.0
         if self.use_rr:
             width = NUM_RR + NUM_TEMPLATE_FEATURES
-            if rr is None or rr.ndim != 2 or rr.shape[-1] != width:
-                raise ValueError(f"the model has use_rr=True: pass rr, shape (batch, {width})")
-            rr = rr.astype(h.dtype)
+            if context is None or context.ndim != 2 or context.shape[-1] != width:
+                raise ValueError(f"the model has use_rr=True: pass context, shape (batch, {width})")
+            context = context.astype(h.dtype)
             if train and self.morph_dropout > 0:
                 # one mask entry per beat drops the beat's whole shape. Unlike nn.Dropout, the
                 # kept shapes are not scaled up by 1 / (1 - p): the head learns two modes, the
@@ -264,10 +283,10 @@ class Head(nn.Module):
                 h = h * keep.astype(h.dtype)
             if mix > 0:  # the same head, run on the beats with their shapes and without
                 h = jnp.concatenate([h, jnp.zeros_like(h)], axis=0)
-                rr = jnp.concatenate([rr, rr], axis=0)
-            parts = [h, rr_features(rr[:, :NUM_RR])]
+                context = jnp.concatenate([context, context], axis=0)
+            parts = [h, rr_features(context[:, :NUM_RR])]
             if self.use_template:
-                parts.append(template_features(rr[:, NUM_RR:]))
+                parts.append(template_features(context[:, NUM_RR:]))
             h = jnp.concatenate(parts, axis=-1)
         for width in self.hidden:
             h = nn.relu(nn.Dense(int(width))(h))

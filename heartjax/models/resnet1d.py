@@ -13,13 +13,13 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from heartjax.data import SIGNAL_LEN
 from heartjax.models import layers
 
 
-class Model(nn.Module):
+class Model(layers.Classifier):
     """Beat (B, 187) -> conv stem -> residual blocks with pooling -> flatten -> head."""
 
-    num_classes: int
     num_blocks: int = 5
     channels: int = 32
     kernel_size: int = 5
@@ -28,10 +28,6 @@ class Model(nn.Module):
     norm: str = "none"
     dropout: float = 0.0
     head_hidden: Sequence[int] = (32, 32)
-    use_rr: bool = False
-    morph_dropout: float = 0.0
-    use_template: bool = False
-    morph_mix: float = 0.0
     conv_impl: str = "patch"
 
     def __post_init__(self) -> None:
@@ -39,7 +35,7 @@ class Model(nn.Module):
         layers.check_common(
             self, ("num_blocks", "channels", "kernel_size", "pool_size", "pool_stride")
         )
-        length = layers.BEAT_LENGTH
+        length = SIGNAL_LEN
         for _ in range(self.num_blocks):
             length = layers.pooled_length(length, self.pool_size, self.pool_stride)
         layers.require(
@@ -47,11 +43,11 @@ class Model(nn.Module):
             "num_blocks",
             self.num_blocks,
             f"{self.num_blocks} poolings (size {self.pool_size}, stride {self.pool_stride}) "
-            f"shrink {layers.BEAT_LENGTH} samples to nothing",
+            f"shrink {SIGNAL_LEN} samples to nothing",
         )
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, rr: jnp.ndarray | None = None, *, train: bool = False):
+    def __call__(self, x: jnp.ndarray, context: jnp.ndarray | None = None, *, train: bool = False):
         def conv(h):
             return layers.Conv(self.channels, (self.kernel_size,), impl=self.conv_impl)(h)
 
@@ -61,12 +57,7 @@ class Model(nn.Module):
             y = layers.norm(self.norm, train)(conv(y))
             h = nn.relu(h + y)
             h = layers.max_pool(h, (self.pool_size,), (self.pool_stride,))
-        return layers.Head(
-            self.num_classes, self.head_hidden, self.dropout, self.use_rr, self.morph_dropout,
-            self.use_template, self.morph_mix,
-        )(
-            h, rr, train
-        )
+        return self.head(h, context, train)
 
 
 def default_config() -> ml_collections.ConfigDict:

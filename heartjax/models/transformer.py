@@ -48,10 +48,9 @@ class Block(nn.Module):
         return h
 
 
-class Model(nn.Module):
+class Model(layers.Classifier):
     """Beat (B, 187) -> Conv1d stem (stride) + positions -> blocks -> mean pool -> head."""
 
-    num_classes: int
     hidden: int = 128
     num_heads: int = 4
     num_blocks: int = 3
@@ -62,10 +61,6 @@ class Model(nn.Module):
     norm: str = "layer"
     dropout: float = 0.1
     head_hidden: Sequence[int] = ()
-    use_rr: bool = False
-    morph_dropout: float = 0.0
-    use_template: bool = False
-    morph_mix: float = 0.0
     conv_impl: str = "patch"
 
     def __post_init__(self) -> None:
@@ -82,7 +77,7 @@ class Model(nn.Module):
         )
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, rr: jnp.ndarray | None = None, *, train: bool = False):
+    def __call__(self, x: jnp.ndarray, context: jnp.ndarray | None = None, *, train: bool = False):
         h = layers.Conv(self.hidden, (self.stem_kernel,), (self.stem_stride,), impl=self.conv_impl)(
             x[..., None]
         )
@@ -94,12 +89,7 @@ class Model(nn.Module):
             )
         if self.pre_norm:
             h = layers.norm(self.norm, train)(h)
-        return layers.Head(
-            self.num_classes, self.head_hidden, self.dropout, self.use_rr, self.morph_dropout,
-            self.use_template, self.morph_mix,
-        )(
-            h.mean(axis=1), rr, train
-        )
+        return self.head(h.mean(axis=1), context, train)
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -21,9 +21,10 @@ facts and sentences), `plots` (each PNG), `markdown` (summary.md), `pdf` (report
 `formatting` (how values are written), `build` (`build_report`), `cli` (the flags).
 """
 
-from heartjax.report.build import RunReport, build_report, report_run
+from heartjax.report.build import build_report, report_run
 from heartjax.report.cli import main
 from heartjax.report.evaluation import TrialEval, evaluate_trials, operating_points
+from heartjax.report.run_report import RunReport
 from heartjax.report.runs import Param, Run, load_run
 from heartjax.report.tables import display_columns, display_rows, loss_tables, trial_table
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,23 +32,9 @@ from heartjax.report.plots import (
     plot_pr_curve,
     pyplot,
 )
+from heartjax.report.run_report import RunReport
 from heartjax.report.runs import REPORTED, Run, load_run, unique_names
 from heartjax.report.tables import loss_tables, trial_table
-
-
-@dataclass
-class RunReport:
-    """Everything the report says about one run."""
-
-    run: Run
-    table: pd.DataFrame
-    notes: list[str]
-    plots: dict[str, Path]
-    test_path: Path
-    test_counts: dict[str, int] | None  # None: no test table
-    operating: dict[str, Any] | None
-    losses: list[tuple[str, pd.DataFrame]]
-    comparison: pd.DataFrame | None = None  # the untuned original beside the tuned winner
 
 
 def _table_notes(run: Run, evals: dict[str, TrialEval], table: pd.DataFrame) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,28 +66,20 @@ def class_counts(run: Run, table) -> dict[str, int]:
     return dict(zip(run.class_names, counts, strict=False))
 
 
-def _model_key(predictor) -> str:
-    """Trials whose models differ only in dropout run the same inference program (dropout is
-    off at inference), so they can share one compiled predict function."""
-    model = {k: v for k, v in predictor.config.model.to_dict().items() if "dropout" not in k}
-    return json.dumps([model, len(predictor.class_names)], sort_keys=True, default=str)
-
-
 def evaluate_trials(run: Run, test, *, keep: str | None = None) -> dict[str, TrialEval]:
     """Each reported trial's best checkpoint on `test` (a BeatTable), with progress on stderr.
 
-    The metrics equal `heartjax.evaluate.evaluate(predictor, test.path)`; the table is read once
-    for all trials instead of once per trial. `keep` names the trial whose probabilities and
-    predictor are kept (for the plots).
+    The metrics are `heartjax.evaluate.evaluate_table`'s; the table is read once for all
+    trials. `keep` names the trial whose probabilities and predictor are kept (for the plots).
     """
     from heartjax import metrics
     from heartjax.checkpoint import has_checkpoints, load_checkpoint
-    from heartjax.train import enable_compilation_cache
+    from heartjax.evaluate import evaluate_table
+    from heartjax.runtime import enable_compilation_cache
 
     enable_compilation_cache()  # a rerun of the report reuses the compiled programs
     n = len(run.ranked)
     log(f"{run.name}: evaluating {n} trial checkpoints on {test.path} ({len(test)} beats)")
-    programs: dict[str, Any] = {}
     out: dict[str, TrialEval] = {}
     for i, row in enumerate(run.ranked.itertuples(index=False), 1):
         tid = row.trial_id
@@ -105,13 +96,11 @@ def evaluate_trials(run: Run, test, *, keep: str | None = None) -> dict[str, Tri
             out[tid] = TrialEval(error=str(e))
             log(f"  [{i}/{n}] {tid}: no usable checkpoint ({e})")
             continue
-        # one compiled program per architecture, not one per trial
-        predictor._predict_fn = programs.setdefault(_model_key(predictor), predictor._predict_fn)
-        if predictor.needs_rr and test.rr is None:
-            out[tid] = TrialEval(error=f"{test.path} has no R-R columns, which this model needs")
+        try:
+            m, proba = evaluate_table(predictor, test)
+        except UserError as e:  # e.g. a model that needs R-R columns the table lacks
+            out[tid] = TrialEval(error=str(e))
             continue
-        proba = predictor.predict_proba(test.x, test.rr if predictor.needs_rr else None, test.records)
-        m = metrics.evaluate_predictions(test.y, proba, predictor.class_names, predictor.threshold)
         e = TrialEval(metrics=m, threshold=predictor.threshold, checkpoint=str(predictor.path),
                       epoch=predictor.meta.get("epoch"))
         if predictor.threshold is not None:

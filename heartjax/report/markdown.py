@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from heartjax.report.ladder import comparison_markdown
 from heartjax.report.overview import operating_text, overview_lines, threshold_text
+from heartjax.report.run_report import RunReport
 from heartjax.report.tables import display_columns, display_rows, loss_rows
-
-if TYPE_CHECKING:
-    from heartjax.report.build import RunReport
 
 INTRO = ("Each table follows Table 3 of *Attention Is All You Need*: the best trial is the "
          "base row and the others follow by the tuning metric; a blank hyperparameter cell "

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from heartjax.report.formatting import fmt_seconds, fmt_value, metric_label, missing, status_counts
 from heartjax.report.ladder import ladder_lines
+from heartjax.report.run_report import RunReport
 from heartjax.report.runs import RANGES, Param, Run
-
-if TYPE_CHECKING:
-    from heartjax.report.build import RunReport
 
 SEARCH_ALGS = {"random": "random search", "optuna": "Optuna TPE search", "bohb": "BOHB search"}
 

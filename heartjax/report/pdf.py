@@ -7,18 +7,15 @@ import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from heartjax.report.formatting import metric_label
 from heartjax.report.overview import operating_text, overview_lines
 from heartjax.report.plots import draw_metric_vs_param, plot_key, pyplot
+from heartjax.report.run_report import RunReport
 from heartjax.report.runs import Param, Run
 from heartjax.report.tables import display_columns, display_rows, loss_cells
-
-if TYPE_CHECKING:
-    from heartjax.report.build import RunReport
 
 PAGE = (11.69, 8.27)  # A4 landscape, inches
 TOP_PDF_ROWS = 10  # rows of the table on the overview page

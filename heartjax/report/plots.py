@@ -319,22 +319,13 @@ def plot_pr_curve(run: Run, op: dict[str, Any], path: Path) -> Path:
 
 
 def plot_confusion(run: Run, m: dict[str, Any], trial_id: str, path: Path) -> Path:
-    """The best model's test confusion matrix, row-normalised (recall on the diagonal), with
-    counts; like `heartjax.evaluate.plot_confusion` plus which model, data and rule it shows."""
-    names = run.class_names
-    cm = np.asarray(m["confusion_matrix"], float)
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    k = len(names)
+    """The best model's test confusion matrix (`heartjax.evaluate.draw_confusion`), titled
+    with the model, data and decision rule it shows."""
+    from heartjax.evaluate import draw_confusion
+
+    k = len(run.class_names)
     fig, ax = pyplot().subplots(figsize=(0.75 * k + 3.2, 0.7 * k + 2.5))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for i in range(k):
-        for j in range(k):
-            ax.text(j, i, f"{norm[i, j]:.2f}\n({int(cm[i, j])})", ha="center", va="center",
-                    color="white" if norm[i, j] > 0.6 else "black", fontsize=11 if k <= 3 else 10)
-    ax.set_xticks(range(k), names, fontsize=10)
-    ax.set_yticks(range(k), names, fontsize=10)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    im = draw_confusion(ax, m, run.class_names)
     ax.set_title(f"{run.name}: test confusion matrix, best trial {trial_id}\n"
                  f"rows sum to 1 (recall on the diagonal), "
                  f"{decision_rule(m.get('threshold'), k)}\n"
