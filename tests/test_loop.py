@@ -20,12 +20,14 @@ TIMING = ("beats_per_s", "epoch_s")
 
 
 def _table(n: int, seed: int) -> BeatTable:
-    """Two classes a model can tell apart: a bump early in the beat (normal) or late (abnormal)."""
+    """Two classes a model can tell apart: an upward (normal) or a downward (abnormal) bump,
+    anywhere in the beat, in noise."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n).astype(np.int32)
     t = np.arange(SIGNAL_LEN)
-    centre = np.where(y == 1, 120, 40)[:, None]
-    x = np.exp(-((t[None, :] - centre) / 8.0) ** 2) + 0.1 * rng.standard_normal((n, SIGNAL_LEN))
+    centre = rng.integers(30, 150, n)[:, None]
+    bump = np.exp(-((t[None, :] - centre) / 8.0) ** 2) * np.where(y == 1, -1.0, 1.0)[:, None]
+    x = bump + 0.1 * rng.standard_normal((n, SIGNAL_LEN))
     return BeatTable(x.astype(np.float32), y, "ptb")
 
 

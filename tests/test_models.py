@@ -23,7 +23,7 @@ KEY = jax.random.key(0, impl="rbg")
 RNGS = {"params": KEY, "dropout": jax.random.fold_in(KEY, 1)}
 SMALL = {
     "cnn1d": {"num_blocks": 2, "channels": 16, "head_hidden": (32,)},
-    "cnn2d": {"hidden": 8, "head_hidden": (32,)},
+    "cnn2d": {"channels": 8, "head_hidden": (32,)},
     "resnet1d": {"num_blocks": 2, "channels": 8},
     "transformer": {"hidden": 32, "num_heads": 2, "num_blocks": 1, "stem_stride": 4},
 }
