@@ -131,11 +131,11 @@ class Trainer:
         self.tx = steps.create_optimizer(t, 1.0)
         self.train_chunk = steps.make_train_chunk(t)
 
-    def fresh_state(self, steps: int) -> Any:
-        """Newly initialised weights with the schedule spanning `steps`."""
+    def fresh_state(self, num_steps: int) -> Any:
+        """Newly initialised weights with the schedule spanning `num_steps`."""
         t = self.config.train
         state = steps.create_train_state(self.model, self.tx, t.seed, compiled=True)
-        stretch = jnp.asarray(steps.schedule_stretch(t, steps / t.epochs), jnp.float32)
+        stretch = jnp.asarray(steps.schedule_stretch(t, num_steps / t.epochs), jnp.float32)
         return state.replace(opt_state=optax.tree_utils.tree_set(state.opt_state, stretch=stretch))
 
 
