@@ -123,7 +123,8 @@ def clear_run(workdir: str | Path) -> None:
     w = Path(workdir)
     for name in (CHECKPOINTS, "tensorboard"):
         shutil.rmtree(w / name, ignore_errors=True)
-    for name in ("metrics.jsonl", "members.jsonl", "best.json", "config.json", LAST):
+    for name in ("metrics.jsonl", "members.jsonl", "resumes.jsonl", "best.json", "config.json",
+                 LAST):
         (w / name).unlink(missing_ok=True)
 
 

@@ -117,6 +117,8 @@ class Training:
         self.manager.drop_after(self.epoch)
         for log in ("metrics.jsonl", "members.jsonl"):  # rows of epochs that will be redone
             _truncate(self.workdir / log, self.epoch)
+        with (self.workdir / "resumes.jsonl").open("a") as f:  # when and where it went on
+            f.write(json.dumps({"after_epoch": self.epoch, "time": time.time()}) + "\n")
         if self.progress:
             print(f"resuming {self.workdir} after epoch {self.epoch}", flush=True)
         return state

@@ -81,6 +81,8 @@ def test_resume_continues_to_the_uninterrupted_metrics(splits, tmp_path):
     resumed = train_and_evaluate(_config(), tmp_path / "cut", splits=splits, progress=False,
                                  resume=True, report=lambda e, row, c: epochs.append(e))
     assert epochs == [3, 4]  # the epochs after the interruption, not a restart
+    resumes = (tmp_path / "cut" / "resumes.jsonl").read_text().splitlines()
+    assert [json.loads(r)["after_epoch"] for r in resumes] == [2]
     assert _rows(tmp_path / "cut") == _rows(tmp_path / "whole")
     assert resumed["epoch"] == whole["epoch"]
     assert flat_scalars(resumed["val"]) == flat_scalars(whole["val"])
