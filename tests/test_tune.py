@@ -261,7 +261,7 @@ def test_tune_on_a_separately_started_ray_head(ptb_tables, tmp_path):
 
 def test_local_run_ignores_a_stale_ray_start_address(ptb_tables, tmp_path):
     # `ray start` records its address in $RAY_TMPDIR/ray; a plain ray.init() would join it even
-    # after that cluster is gone (how CI once hung): a local tune must start its own Ray
+    # after that cluster is gone, and hang: a local tune must start its own Ray
     ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
     (ray_tmp / "ray").mkdir()
     (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{_free_port()}")
