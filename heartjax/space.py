@@ -280,6 +280,8 @@ def apply(config: ml_collections.ConfigDict, values: dict[str, Any]) -> ml_colle
             for part in parents:
                 node = node[part]
             current = node[leaf]
+            if isinstance(value, np.generic):  # BOHB's values are numpy scalars
+                value = value.item()
             if isinstance(current, float) and isinstance(value, int):
                 value = float(value)
             if isinstance(current, tuple) and isinstance(value, list):
@@ -301,9 +303,10 @@ def configspace(searched: Sequence[Param]):
             hp = CS.CategoricalHyperparameter(p.key, list(a[0]))
         elif p.kind == "randint":
             hp = CS.UniformIntegerHyperparameter(p.key, a[0], a[1])
+        elif p.kind == "quniform":  # the grid's values, in order (ConfigSpace 1 has no q)
+            grid = np.arange(a[0], a[1] + a[2] / 2, a[2])
+            hp = CS.OrdinalHyperparameter(p.key, [float(v) for v in grid])
         else:
-            hp = CS.UniformFloatHyperparameter(
-                p.key, a[0], a[1], log=p.kind == "loguniform", q=a[2] if p.kind == "quniform" else None
-            )
-        cs.add_hyperparameter(hp)
+            hp = CS.UniformFloatHyperparameter(p.key, a[0], a[1], log=p.kind == "loguniform")
+        cs.add(hp)
     return cs

@@ -171,6 +171,11 @@ def _scheduler(config: ml_collections.ConfigDict):
             reduction_factor=t.reduction_factor,
             exempt_first=len(t.start_points),
         )
+    if t.scheduler == "hyperband" and t.search_alg == "bohb":  # BOHB's own HyperBand
+        from ray.tune.schedulers import HyperBandForBOHB
+
+        return HyperBandForBOHB(time_attr="epoch", max_t=config.train.epochs,
+                                reduction_factor=t.reduction_factor)
     if t.scheduler == "hyperband":
         return HyperBandScheduler(
             time_attr="epoch", max_t=config.train.epochs, reduction_factor=t.reduction_factor
@@ -431,7 +436,8 @@ def write_tables(workdir: Path, results, config, searched, wall_s: float) -> dic
     for result in results:
         trial_id = result.metrics.get("trial_id") if result.metrics else None
         trial_id = trial_id or Path(result.path).name.split("_")[1]
-        values = (result.config or {}).get("params", {})
+        config_of = result.config or {}
+        values = config_of.get("params", config_of)  # BOHB passes the values flat
         df = result.metrics_dataframe
         row: dict[str, Any] = {"trial_id": trial_id, "status": trial_status(result, states.get(trial_id, ""))}
         row.update({f"param:{k}": v for k, v in values.items()})

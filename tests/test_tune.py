@@ -226,6 +226,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_bohb_with_its_hyperband(ptb_tables, tmp_path):
+    result = subprocess.run(
+        _tune_cmd(ptb_tables, tmp_path / "run", "--config.tune.search_alg=bohb",
+                  "--config.tune.scheduler=hyperband", "--config.tune.num_samples=4",
+                  "--config.train.epochs=2"),
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = pd.read_csv(tmp_path / "run" / "trials.csv")
+    assert len(trials) == 4 and set(trials["status"]) <= {"finished", "stopped"}
+    # BOHB proposed the values: each trial's own, inside the smoke space's ranges
+    assert trials["param:train.learning_rate"].between(3e-4, 3e-3).all()
+    assert trials["param:train.learning_rate"].nunique() == 4
+
+
 def test_tune_on_a_separately_started_ray_head(ptb_tables, tmp_path):
     ray = str(Path(sys.executable).with_name("ray"))
     port = _free_port()
