@@ -10,7 +10,7 @@ Override any field: `--config.train.learning_rate=3e-4`. What each variant measu
 docs/results.md.
 """
 
-from heartjax.config import base_config, variants
+from heartjax.config import base_config, set_present, variants
 from heartjax.spaces import default_space
 
 MODELS = ("resnet1d", "cnn2d", "transformer", "cnn1d")
@@ -95,9 +95,7 @@ def tune_transformer(c):
 
 def smoke(c):
     """Tiny and short: a few seconds a training, four trials of a small search."""
-    for field, value in {"num_blocks": 1, "channels": 8, "head_hidden": (16,)}.items():
-        if field in c.model:  # whichever of these the chosen model has
-            c.model[field] = value
+    set_present(c.model, {"num_blocks": 1, "channels": 8, "head_hidden": (16,)})  # whichever of these the model has
     c.train.epochs = 2
     c.train.batch_size = 64
     c.tune.num_samples = 4

@@ -10,7 +10,7 @@ The tables are `heart_train.parq` / `heart_test.parq` in `data.dir`; make them f
 sample with `python -m heartjax.data split ../shared/data/course/ptb_sample.parq --out data/ptb`.
 """
 
-from heartjax.config import base_config, variants
+from heartjax.config import base_config, set_present, variants
 from heartjax.spaces import default_space
 
 MODELS = ("cnn1d", "resnet1d", "cnn2d", "transformer")
@@ -69,9 +69,7 @@ def tuned(c):
 
 def smoke(c):
     """Tiny and short: a few seconds a training, eight trials of a small search."""
-    for field, value in {"num_blocks": 2, "channels": 16, "head_hidden": (32,)}.items():
-        if field in c.model:  # whichever of these the chosen model has
-            c.model[field] = value
+    set_present(c.model, {"num_blocks": 2, "channels": 16, "head_hidden": (32,)})  # whichever of these the model has
     c.train.epochs = 4
     c.train.patience = 4
     c.tune.num_samples = 8

@@ -167,3 +167,10 @@ def variants(arg: str | None, path: str, known: Sequence[str]) -> list[str]:
             raise UserError(f"{path} has no variant {name!r}; use one or more of "
                             f"{', '.join(known)}, comma-separated (e.g. {path}:{known[0]},smoke)")
     return names
+
+
+def set_present(section: ml_collections.ConfigDict, values: dict) -> None:
+    """Set those of `values` that `section` has (e.g. the fields the chosen model defines)."""
+    for key, value in values.items():
+        if key in section:
+            section[key] = value

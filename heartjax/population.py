@@ -174,9 +174,7 @@ def train_population(
             with (run.workdir / "members.jsonl").open("a") as f:
                 for r, m in zip(rows, members):
                     f.write(json.dumps({**r, **m}) + "\n")
-            run.log(rows[lead], ckpt_dir is not None)
-            run.save_last(state)
-            run.report(report, rows[lead], ckpt_dir)
+            run.end_epoch(state, rows[lead], ckpt_dir, report)
     finally:
         run.close()
     return run.finish()

@@ -201,6 +201,14 @@ class Training:
             self.manager.wait()
             report(self.epoch, {**row, "params": self.params}, ckpt_dir)
 
+    def end_epoch(self, state: Any, row: dict[str, float], ckpt_dir: Path | None,
+                  report: ReportFn | None) -> None:
+        """Log the leading model's row, save the whole state, then report: in this order, so a
+        report that ends the process (Ray) finds everything on disk."""
+        self.log(row, ckpt_dir is not None)
+        self.save_last(state)
+        self.report(report, row, ckpt_dir)
+
     def close(self) -> None:
         self.manager.close()
         if self.writer is not None:
@@ -246,10 +254,7 @@ def train_and_evaluate(
             state, loss, timing = run.train_epoch(train_chunk, state, weights)
             val_m, proba = run.evaluate(state)
             ckpt_dir = run.select(state, config, val_m, proba, val_m[t.select_metric])
-            row = run.row(loss[0], timing, val_m)
-            run.log(row, ckpt_dir is not None)
-            run.save_last(state)
-            run.report(report, row, ckpt_dir)
+            run.end_epoch(state, run.row(loss[0], timing, val_m), ckpt_dir, report)
     finally:
         run.close()
     return run.finish()
