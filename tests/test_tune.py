@@ -199,13 +199,14 @@ def test_interrupted_run_resumes_without_losing_or_repeating_trials(ptb_tables, 
 
 def test_ctrl_c_on_a_ladder_says_how_to_resume_and_resume_finishes(ptb_tables, tmp_path):
     workdir = tmp_path / "run"
-    cmd = _tune_cmd(ptb_tables, workdir, *LADDER, config="configs/ptb.py")
+    # enough trials that the search is still running when the first rung reports (with one
+    # promotion in two per rung, six trials can finish within seconds)
+    cmd = _tune_cmd(ptb_tables, workdir, *LADDER, "--config.tune.num_samples=16",
+                    config="configs/ptb.py")
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    state = workdir / "ray"
-    while time.time() < deadline and not list(state.glob("*/result.json")):
-        time.sleep(1)
-    time.sleep(3)  # a few rungs in
+    while time.time() < deadline and not list(workdir.glob("trials/*/rungs.jsonl")):
+        time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err[-2000:]
@@ -216,7 +217,7 @@ def test_ctrl_c_on_a_ladder_says_how_to_resume_and_resume_finishes(ptb_tables, t
                             timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     trials = pd.read_csv(workdir / "trials.csv")
-    assert len(trials) == 6 and set(trials["status"]) <= {"finished", "stopped"}
+    assert len(trials) == 16 and set(trials["status"]) <= {"finished", "stopped"}
     assert heartjax.load_checkpoint(workdir).path.is_relative_to(workdir / "best")
 
 
