@@ -414,9 +414,11 @@ def trial_status(result, ray_state: str) -> str:
     """finished (all epochs or early stop), stopped (by the scheduler), error, or interrupted."""
     if result.error is not None or ray_state == "ERROR":
         return "error"
-    if ray_state != "TERMINATED":
-        return "interrupted"  # --resume runs it again
-    return "finished" if (result.metrics or {}).get("final") else "stopped"
+    if (result.metrics or {}).get("final"):
+        # its last epoch is reported and on disk, whatever Ray's state: HyperBandForBOHB can
+        # pause a trial on the last report of a function that then returns, leaving it PAUSED
+        return "finished"
+    return "stopped" if ray_state == "TERMINATED" else "interrupted"  # --resume runs it again
 
 
 def _error_line(error: BaseException) -> str:

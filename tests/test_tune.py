@@ -221,6 +221,27 @@ def test_ctrl_c_on_a_ladder_says_how_to_resume_and_resume_finishes(ptb_tables, t
     assert heartjax.load_checkpoint(workdir).path.is_relative_to(workdir / "best")
 
 
+@pytest.mark.parametrize(
+    "error, state, metrics, status",
+    [
+        (None, "TERMINATED", {"final": 1}, "finished"),
+        (None, "TERMINATED", {"final": 0}, "stopped"),
+        # HyperBandForBOHB can leave a trial that reported its last epoch PAUSED
+        (None, "PAUSED", {"final": 1}, "finished"),
+        (None, "PAUSED", {"final": 0}, "interrupted"),
+        (None, "RUNNING", {}, "interrupted"),
+        (RuntimeError("x"), "TERMINATED", {"final": 1}, "error"),
+        (None, "ERROR", None, "error"),
+    ],
+)
+def test_trial_status(error, state, metrics, status):
+    from types import SimpleNamespace
+
+    from heartjax.tune import trial_status
+
+    assert trial_status(SimpleNamespace(error=error, metrics=metrics), state) == status
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
