@@ -48,12 +48,15 @@ tune: setup data
 tune-ptb: setup data-ptb
 	$(PY) -m heartjax.tune --config configs/ptb.py --workdir runs/ptb $(if $(wildcard runs/ptb/ray),--resume)
 
-# The same space and an hour each: random search with full-fidelity trials (ASHA by epochs)
-# against the default (Optuna TPE on the ladder); the report's best_so_far.png draws both.
-COMPARE = --config.tune.time_budget_s=3600 --config.tune.retrain=False
+# The same space, seed and hour: random search with full-fidelity trials (ASHA by epochs)
+# against the default (Optuna TPE on the ladder), side by side with one core and one trial at a
+# time each, so that both see the same machine; the report's best_so_far.png draws both.
+COMPARE = --config.tune.time_budget_s=3600 --config.tune.retrain=False --config.tune.max_concurrent_trials=1 --no-report
 tune-compare: setup data
-	$(PY) -m heartjax.tune --config configs/mitbih.py --workdir runs/compare/random-full $(COMPARE) --config.tune.search_alg=random --config.tune.ladder=\(\) --config.tune.start_points=\(\) --config.tune.grace_period=3 --no-report
-	$(PY) -m heartjax.tune --config configs/mitbih.py --workdir runs/compare/tpe-ladder $(COMPARE) --no-report
+	mkdir -p runs/compare
+	$(PY) -m heartjax.tune --config configs/mitbih.py --workdir runs/compare/random-full $(COMPARE) --config.tune.search_alg=random --config.tune.ladder=\(\) --config.tune.start_points=\(\) --config.tune.grace_period=3 > runs/compare/random-full.log 2>&1 & \
+	$(PY) -m heartjax.tune --config configs/mitbih.py --workdir runs/compare/tpe-ladder $(COMPARE) > runs/compare/tpe-ladder.log 2>&1; \
+	tpe=$$?; wait $$!; random=$$?; test $$tpe = 0 -a $$random = 0
 	$(PY) -m heartjax.report runs/compare/random-full runs/compare/tpe-ladder --out reports/tune_compare
 
 # The course's two models tuned on MIT-BIH: each search starts from the untuned original, and
