@@ -9,7 +9,7 @@ PTB_SAMPLE ?= ../shared/data/course/ptb_sample.parq
 CONFIG ?= configs/mitbih.py
 WORKDIR ?= runs/mitbih
 
-.PHONY: setup data data-interpatient data-ptb tune tune-ptb tune-cnn2d tune-transformer tune-compare train mitbih-best interpatient-best interpatient-ensemble ptb-best test lint clean
+.PHONY: setup data data-interpatient data-ptb tune tune-ptb tune-cnn2d tune-transformer tune-compare train mitbih-best interpatient-best interpatient-ensemble ptb-best annotate-ds2 qrs-detectors test lint clean
 
 setup: $(VENV)/.installed
 
@@ -94,6 +94,18 @@ interpatient-ensemble: runs/interpatient-best/best.json runs/interpatient-seed1/
 	$(PY) -m heartjax.evaluate --checkpoint runs/interpatient-seed2 --data $(DATA)/interpatient/heart_big_test.parq --json > reports/interpatient_seed2_test.json
 	$(PY) -m heartjax.evaluate --checkpoint runs/interpatient-best runs/interpatient-seed1 runs/interpatient-seed2 --data $(DATA)/interpatient/heart_big_test.parq --json > reports/interpatient_ensemble_test.json
 	$(PY) -m heartjax.evaluate --checkpoint runs/interpatient-best runs/interpatient-seed1 runs/interpatient-seed2 --data $(DATA)/interpatient/heart_big_test.parq --plot reports/interpatient_ensemble_cm.png
+
+# The new-patient model annotates the 22 DS2 records from their raw signals alone (its own QRS
+# detection, no reference positions), then heartjax.score compares with the .atr (EC57).
+DS2 := 100 103 105 111 113 117 121 123 200 202 210 212 213 214 219 221 222 228 231 232 233 234
+annotate-ds2: runs/interpatient-best/best.json
+	$(PY) -m heartjax.annotate $(addprefix $(MITDB)/,$(DS2)) --checkpoint runs/interpatient-best --out runs/annotate-ds2 --plot 600:612
+	$(PY) -m heartjax.score --records $(MITDB) --test-dir runs/annotate-ds2 $(DS2) --json > reports/annotate_ds2.json
+	$(PY) -m heartjax.score --records $(MITDB) --test-dir runs/annotate-ds2 $(DS2) | tee reports/annotate_ds2.txt
+
+# gqrs against xqrs on the DS1 records: which detector heartjax.annotate uses.
+qrs-detectors: setup
+	$(PY) experiments/qrs_detectors.py --records-dir $(MITDB) --out reports/qrs_detectors.json
 
 # PTB with transfer (configs/ptb.py:best): the MIT-BIH source model, then the PTB fine-tune and
 # its test metrics (with the threshold chosen on validation) in reports/ptb_best_test.json.

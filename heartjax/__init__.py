@@ -19,4 +19,11 @@ def load_ensemble(paths):
     return _load(paths)
 
 
-__all__ = ["load_checkpoint", "load_ensemble", "__version__"]
+def annotate_record(model, record, lead=None):
+    """Every beat of the raw WFDB record at `record`, detected and labelled by `model`."""
+    from heartjax.annotate import annotate_record as _annotate
+
+    return _annotate(model, record, lead)
+
+
+__all__ = ["annotate_record", "load_checkpoint", "load_ensemble", "__version__"]

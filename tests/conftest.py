@@ -105,3 +105,14 @@ def ptb_run(ptb_tables: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
                         "--workdir", workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
+
+
+@pytest.fixture(scope="session")
+def mitbih_model(mitbih_tables: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small MIT-BIH model with the new-patient inputs (R-R and template), trained briefly."""
+    workdir = tmp_path_factory.mktemp("mitbih_model") / "run"
+    result = run_module("heartjax.train", "--config", "configs/mitbih.py:interpatient,smoke",
+                        f"--config.data.dir={mitbih_tables}", "--config.data.train_limit=8000",
+                        "--workdir", workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir

@@ -158,3 +158,20 @@ def test_bad_inputs_are_one_line_errors(tune_run, tmp_path):
     assert_one_line_error(run_module("heartjax.report", tune_run, "--out", tmp_path / "o5",
                                      "--target-recall", "1.5"), "target-recall")
     assert not any((tmp_path / f"o{i}").exists() for i in range(1, 6))
+
+
+def test_two_runs_get_the_best_so_far_table(tune_run, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(tune_run, a)
+    shutil.copytree(tune_run, b)
+    result = run_module("heartjax.report", a, b, "--out", tmp_path / "out", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "out" / "best_so_far.csv")
+    best = _reported(tune_run)["val_macro_recall"].max()
+    assert list(table["run"]) == ["a", "b"]
+    # a run of about a minute: its best within 15 minutes is its best of all, seen at no rung
+    # or epoch earlier than its first report
+    assert table["best at 15 min"].tolist() == pytest.approx([best, best])
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "so far against wall time" in md and f"{best:.4f}" in md
+    assert (tmp_path / "out" / "best_so_far.png").stat().st_size > 10_000

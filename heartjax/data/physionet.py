@@ -73,6 +73,7 @@ RR_LOCAL_INTERVALS = 10
 BASELINE_CUTOFF_HZ = 0.5
 POLARITY_PERCENTILE = 0.5  # compare the 0.5th and 99.5th percentiles: robust to a few spikes
 PTB_REASON = "reason for admission:"
+SKIP_HINT = " (or use --skip-bad)"  # the end of a bad-record message of the build
 PTB_LABELS = {"healthy control": 0, "myocardial infarction": 1}
 
 Log = Callable[[str], None]
@@ -266,7 +267,7 @@ def inspect_record(path: Path, name: str, leads: tuple[str, ...], annotations: b
     try:
         header = wfdb.rdheader(str(path))
     except Exception as e:  # noqa: BLE001 - any failure here is a bad input file
-        raise UserError(f"record {name}: unreadable header {path.name}.hea ({_reason(e)}); "
+        raise UserError(f"record {name}: unreadable header {path.name}.hea ({error_reason(e)}); "
                         "re-download the record (or use --skip-bad)") from None
     names = list(header.sig_name or [])
     lead = next((lead for lead in leads if lead in names), None)
@@ -274,11 +275,11 @@ def inspect_record(path: Path, name: str, leads: tuple[str, ...], annotations: b
         raise UserError(f"record {name}: none of the leads {','.join(leads)} is present "
                         f"(it has {','.join(names) or 'no signals'}); add one of its leads "
                         "to --leads (or use --skip-bad)")
-    _check_data_files(path, name, header)
+    check_data_files(path, name, header)
     return RecordInfo(name, path, lead, float(header.fs), tuple(header.comments or ()))
 
 
-def _check_data_files(path: Path, name: str, header: wfdb.Record) -> None:
+def check_data_files(path: Path, name: str, header: wfdb.Record, hint: str = SKIP_HINT) -> None:
     """Every signal file exists and is long enough for the header's sample count."""
     # wfdb's own table of bytes per sample (format 212 packs two samples in 3 bytes, ...).
     sizes: dict[str, float] = {}
@@ -292,35 +293,35 @@ def _check_data_files(path: Path, name: str, header: wfdb.Record) -> None:
         f = path.parent / file_name
         if not f.is_file():
             raise UserError(f"record {name}: signal file {file_name} is missing in {f.parent}; "
-                            "re-download the record (or use --skip-bad)")
+                            f"re-download the record{hint}")
         if not os.access(f, os.R_OK):
             raise UserError(f"record {name}: {file_name} is not readable (permissions); "
-                            "fix its permissions (or use --skip-bad)")
+                            f"fix its permissions{hint}")
         if header.sig_len and frame_bytes:  # compressed formats (FLAC) have no fixed size
             expected = offsets[file_name] + int(header.sig_len * frame_bytes)
             actual = f.stat().st_size
             if actual < expected:
                 raise UserError(f"record {name}: {file_name} is truncated ({actual} of {expected} "
-                                "bytes); re-download the record (or use --skip-bad)")
+                                f"bytes); re-download the record{hint}")
 
 
-def _reason(e: BaseException) -> str:
+def error_reason(e: BaseException) -> str:
+    """An exception as one short phrase: its type and the first line of its text."""
     text = str(e).splitlines()[0] if str(e) else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def read_lead(info: RecordInfo) -> np.ndarray:
+def read_lead(info: RecordInfo, hint: str = SKIP_HINT) -> np.ndarray:
     """The chosen lead in physical units, gaps (invalid samples) interpolated."""
     try:
         record = wfdb.rdrecord(str(info.path), channel_names=[info.lead])
     except Exception as e:  # noqa: BLE001 - any failure here is a bad input file
-        raise UserError(f"record {info.name}: cannot read the signal ({_reason(e)}); "
-                        "re-download the record (or use --skip-bad)") from None
+        raise UserError(f"record {info.name}: cannot read the signal ({error_reason(e)}); "
+                        f"re-download the record{hint}") from None
     signal = np.asarray(record.p_signal[:, 0], dtype=np.float64)
     bad = ~np.isfinite(signal)
     if bad.all():
-        raise UserError(f"record {info.name}: lead {info.lead} holds no valid samples "
-                        "(or use --skip-bad)")
+        raise UserError(f"record {info.name}: lead {info.lead} holds no valid samples{hint}")
     if bad.any():  # the resampling filter would smear a NaN over its whole neighbourhood
         idx = np.arange(len(signal))
         signal[bad] = np.interp(idx[bad], idx[~bad], signal[~bad])
@@ -333,7 +334,7 @@ def read_beat_annotations(info: RecordInfo) -> tuple[np.ndarray, np.ndarray]:
         ann = wfdb.rdann(str(info.path), "atr")
     except Exception as e:  # noqa: BLE001 - any failure here is a bad input file
         raise UserError(f"record {info.name}: cannot read annotations {info.path.name}.atr "
-                        f"({_reason(e)}); re-download the record (or use --skip-bad)") from None
+                        f"({error_reason(e)}); re-download the record (or use --skip-bad)") from None
     keep = np.array([s in AAMI_MAP for s in ann.symbol], dtype=bool)
     samples = np.asarray(ann.sample, dtype=np.int64)[keep]
     labels = np.array([AAMI_MAP[s] for s in np.asarray(ann.symbol)[keep]], dtype=np.int32)
@@ -612,7 +613,7 @@ def download(dataset: str, out_dir: str | Path, fetch: Fetch = physionet_fetch) 
     try:
         fetch(database, str(out))
     except OSError as e:  # requests' connection/HTTP errors are OSErrors too
-        raise UserError(f"downloading {database} from PhysioNet failed ({_reason(e)}); check the "
+        raise UserError(f"downloading {database} from PhysioNet failed ({error_reason(e)}); check the "
                         f"network, or copy the records into {out} by hand") from None
     if not any(out.rglob("*.hea")):
         raise UserError(f"downloading {database} put no .hea records into {out}; "

@@ -18,7 +18,7 @@ from heartjax.report.evaluation import (
     operating_points,
 )
 from heartjax.report.formatting import log, status_counts
-from heartjax.report.ladder import compare_original, plot_best_so_far, plot_rungs
+from heartjax.report.ladder import best_at, compare_original, plot_best_so_far, plot_rungs
 from heartjax.report.markdown import write_markdown
 from heartjax.report.pdf import write_pdf
 from heartjax.report.plots import (
@@ -153,9 +153,12 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path,
         compared = [r.comparison.assign(run=r.run.name) for r in reports if r.comparison is not None]
         if compared:
             pd.concat(compared, ignore_index=True).to_csv(out / "original_vs_tuned.csv", index=False)
+        over_time = None
         if len(runs) > 1:
             plot_best_so_far(runs, out / "best_so_far.png")
-        md = write_markdown(reports, out / "summary.md")
+            over_time = best_at(runs)
+            over_time.to_csv(out / "best_so_far.csv", index=False)
+        md = write_markdown(reports, out / "summary.md", over_time)
         pdf = write_pdf(reports, out / "report.pdf")
     return {
         "out": out, "markdown": md, "csv": csv, "pdf": pdf,

@@ -55,6 +55,22 @@ def run_results(run: Run) -> pd.DataFrame:
     return run.rungs if not run.rungs.empty else run.epochs
 
 
+def best_at(runs: list[Run], minutes: tuple[float, ...] = (15, 30, 60)) -> pd.DataFrame:
+    """Per run, the best validation metric reported within each of `minutes` of wall time (NaN
+    before its first report), its configurations and its search."""
+    rows = []
+    for run in runs:
+        started = run.summary.get("started_at")
+        curve = best_so_far(run_results(run), run.metric, started) if started else None
+        row: dict[str, Any] = {"run": run.name, "search": _search_name(run),
+                               "configurations": run.summary.get("configurations", len(run.trials))}
+        for m in minutes:
+            seen = curve[curve["minutes"] <= m] if curve is not None else pd.DataFrame()
+            row[f"best at {m:g} min"] = float(seen["best"].iloc[-1]) if len(seen) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def plot_best_so_far(runs: list[Run], path: Path) -> Path | None:
     """Best validation metric so far against wall time, one step line per run."""
     plt = pyplot()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from heartjax.report.ladder import comparison_markdown
 from heartjax.report.overview import operating_text, overview_lines, threshold_text
 from heartjax.report.run_report import RunReport
@@ -71,9 +73,20 @@ def _md_run(r: RunReport, out: Path) -> list[str]:
     return lines
 
 
-def write_markdown(reports: list[RunReport], path: Path) -> Path:
-    """summary.md: per run its facts, the Table-3-style table, notes and plots."""
+def write_markdown(reports: list[RunReport], path: Path, over_time: pd.DataFrame | None = None) -> Path:
+    """summary.md: per run its facts, the Table-3-style table, notes and plots; with several
+    runs first their best result so far at fixed wall times (`ladder.best_at`)."""
     lines = ["# heartjax tuning report", "", INTRO, ""]
+    if over_time is not None:
+        times = [c for c in over_time.columns if c.startswith("best at")]
+        rows = [[r["run"], r["search"], str(r["configurations"]),
+                 *("-" if pd.isna(r[c]) else f"{r[c]:.4f}" for c in times)]
+                for _, r in over_time.iterrows()]
+        metric = reports[0].run.metric
+        lines += [f"## Best {metric} so far against wall time", "",
+                  md_table(["run", "search", "configurations", *times], rows,
+                           "lll" + "r" * len(times)),
+                  "", "![best so far](best_so_far.png)", ""]
     for r in reports:
         lines += _md_run(r, path.parent)
     path.write_text("\n".join(lines))

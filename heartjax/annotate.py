@@ -1,0 +1,303 @@
+"""`python -m heartjax.annotate RECORD [RECORD ...] --out DIR`: label every beat of a raw ECG record.
+
+From the raw signal alone, at any sampling frequency and gain:
+1. the lead, by name from LEADS (MLII first, as the table build; `--lead` overrides);
+2. QRS complexes by wfdb's `gqrs` (PhysioNet's detector; `xqrs` on request), each moved to its
+   R peak (the largest sample within 50 ms: gqrs marks about 35 ms before it, the reference
+   annotations and the table build at the peak);
+3. each beat cut exactly as the table build cuts it (`physionet.extract_beats` on the lead
+   resampled to 125 Hz), the R-R intervals and template features from the detected beats;
+4. the checkpoint's model (or the ensemble of several).
+
+Writes `DIR/RECORD.hjx`, a WFDB annotation file with the AAMI symbols N S V F Q at the R peaks
+(`wfdb.rdann(path, "hjx")` and PhysioNet's `rdann`/`bxb` read it), and `DIR/RECORD.csv` (sample,
+time, class and each class's probability). `heartjax.score` compares the .hjx with the .atr.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from heartjax.checkpoint import Ensemble, Predictor, load_checkpoint, load_ensemble
+from heartjax.data.physionet import (
+    MITBIH_LEADS,
+    RecordInfo,
+    check_data_files,
+    error_reason,
+    extract_beats,
+    read_lead,
+    resample_to,
+    rr_features,
+    to_rate,
+)
+from heartjax.data.tables import CLASS_NAMES, FS
+from heartjax.errors import Parser, UserError, cli_entry
+
+# MIT-BIH's preference (MLII, then the chest leads of 102 and 104), then common names of lead II
+# and of single-lead recorders.
+LEADS = (*MITBIH_LEADS, "II", "ii", "ECG", "ECG1")
+DEFAULT_CHECKPOINT = "runs/interpatient-best"  # the new-patient model (`make interpatient-best`)
+EXTENSION = "hjx"
+PEAK_SEARCH_S = 0.05  # a gqrs detection → the largest sample this close to it
+HINT = ""  # annotate's bad-record messages end with their own fix
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """The beats of one record: R peaks at the record's own rate and the model's probabilities."""
+
+    record: str
+    fs: float
+    lead: str
+    sample: np.ndarray  # (n,) int64
+    proba: np.ndarray  # (n, classes)
+    class_names: tuple[str, ...]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.proba.argmax(axis=1)
+
+    @property
+    def symbols(self) -> list[str]:
+        return [self.class_names[i] for i in self.labels]
+
+    def table(self) -> pd.DataFrame:
+        """One row per beat: sample, time_s, class, then p_<class> for each class."""
+        frame = pd.DataFrame({"sample": self.sample, "time_s": np.round(self.sample / self.fs, 4),
+                              "class": self.symbols})
+        for i, name in enumerate(self.class_names):
+            frame[f"p_{name}"] = np.round(self.proba[:, i], 5)
+        return frame
+
+
+def record_path(path: str | Path) -> Path:
+    """A record's path without suffix (`mitdb/100` or `mitdb/100.hea` → `mitdb/100`)."""
+    path = Path(path)
+    return path.with_suffix("") if path.suffix in (".hea", ".dat", ".atr") else path
+
+
+def open_record(path: str | Path, lead: str | None = None) -> RecordInfo:
+    """Check a record's header, lead and signal files before any work; `lead` None: LEADS."""
+    import wfdb
+
+    path = record_path(path)
+    name = path.name
+    if not path.with_name(name + ".hea").is_file():
+        raise UserError(f"record {name}: header {name}.hea not found in {path.parent.absolute()}; "
+                        "pass the record's path without suffix, e.g. mitdb/100")
+    try:
+        header = wfdb.rdheader(str(path))
+    except Exception as e:  # noqa: BLE001 - any failure here is a bad input file
+        raise UserError(f"record {name}: unreadable header {name}.hea ({error_reason(e)})") from None
+    names = list(header.sig_name or [])
+    wanted = (lead,) if lead else LEADS
+    chosen = next((w for w in wanted if w in names), None)
+    if chosen is None:
+        have = ", ".join(names) or "no signals"
+        fix = "pass one of its leads" if lead else "pass one of its leads with --lead"
+        raise UserError(f"record {name}: no lead {' or '.join(wanted)} (it has {have}); {fix}")
+    check_data_files(path, name, header, hint=HINT)
+    return RecordInfo(name, path, chosen, float(header.fs), tuple(header.comments or ()))
+
+
+def _gqrs(signal: np.ndarray, fs: float) -> np.ndarray:
+    from wfdb.processing import gqrs_detect
+
+    return np.asarray(gqrs_detect(sig=signal, fs=fs), dtype=np.int64)
+
+
+def _xqrs(signal: np.ndarray, fs: float) -> np.ndarray:
+    from wfdb.processing import xqrs_detect
+
+    return np.asarray(xqrs_detect(sig=signal, fs=fs, verbose=False), dtype=np.int64)
+
+
+# wfdb's two QRS detectors; experiments/qrs_detectors.py measures them on the DS1 records
+DETECTORS = {"gqrs": _gqrs, "xqrs": _xqrs}
+
+
+def detect_qrs(signal: np.ndarray, fs: float, detector: str = "gqrs") -> np.ndarray:
+    """R peaks (sample indices at `fs`): the detector's QRS complexes moved to their R peaks."""
+    if detector not in DETECTORS:
+        raise UserError(f"unknown QRS detector {detector!r}; choose one of {', '.join(DETECTORS)}")
+    found = np.sort(DETECTORS[detector](np.asarray(signal, np.float64), fs))
+    half = max(1, round(PEAK_SEARCH_S * fs))
+    peaks = np.array([max(0, q - half) + int(np.argmax(signal[max(0, q - half):q + half + 1]))
+                      for q in found], dtype=np.int64)
+    return np.unique(peaks)  # two detections of one complex reach one peak
+
+
+def _check_model(model: Predictor | Ensemble) -> None:
+    if tuple(model.class_names) != CLASS_NAMES["mitbih"]:
+        raise UserError(f"{model.path}: a {'/'.join(model.class_names)} model; annotating records "
+                        f"needs a MIT-BIH beat model ({', '.join(CLASS_NAMES['mitbih'])}), e.g. "
+                        f"{DEFAULT_CHECKPOINT} from `make interpatient-best`")
+
+
+def annotate_info(model: Predictor | Ensemble, info: RecordInfo,
+                  detector: str = "gqrs") -> Annotation:
+    """Detect, cut and classify the beats of a checked record."""
+    raw = read_lead(info, hint=HINT)
+    peaks = detect_qrs(raw, info.fs, detector)
+    seconds = len(raw) / info.fs
+    if len(peaks) < 2:
+        raise UserError(f"record {info.name}: {len(peaks)} beat(s) found in {seconds:.1f} s of lead "
+                        f"{info.lead}; a record needs at least two beats (R-R intervals)")
+    signal = resample_to(raw, info.fs)
+    beats = extract_beats(signal, to_rate(peaks, info.fs, FS, len(signal)))
+    rr = rr_features(peaks, info.fs)
+    proba = model.predict_proba(beats, rr if model.needs_rr else None)
+    return Annotation(info.name, info.fs, info.lead, peaks, np.asarray(proba), tuple(model.class_names))
+
+
+def annotate_record(model: Predictor | Ensemble, record: str | Path, lead: str | None = None,
+                    detector: str = "gqrs") -> Annotation:
+    """Every beat of the WFDB record at `record` (path without suffix), labelled by `model`."""
+    _check_model(model)
+    return annotate_info(model, open_record(record, lead), detector)
+
+
+def write_annotation(ann: Annotation, out_dir: str | Path) -> tuple[Path, Path]:
+    """DIR/RECORD.hjx and DIR/RECORD.csv, each written whole or not at all."""
+    import wfdb
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".annotate-") as tmp:
+        wfdb.wrann(ann.record, EXTENSION, ann.sample, np.array(ann.symbols), fs=ann.fs,
+                   write_dir=tmp)
+        ann.table().to_csv(Path(tmp) / f"{ann.record}.csv", index=False)
+        paths = []
+        for suffix in (EXTENSION, "csv"):
+            target = out / f"{ann.record}.{suffix}"
+            (Path(tmp) / f"{ann.record}.{suffix}").replace(target)
+            paths.append(target)
+    return paths[0], paths[1]
+
+
+def parse_window(text: str) -> tuple[float, float]:
+    """`START:END` in seconds → (start, end)."""
+    try:
+        start, end = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise UserError(f"--plot {text!r}: give START:END in seconds, e.g. 600:610") from None
+    if not 0 <= start < end:
+        raise UserError(f"--plot {text!r}: need 0 <= START < END (seconds)")
+    return start, end
+
+
+def plot_strip(ann: Annotation, info: RecordInfo, window: tuple[float, float],
+               path: str | Path) -> Path:
+    """The lead over `window` (seconds) with the reference labels (when an .atr exists) above
+    the signal and the predicted ones below it; a disagreement is drawn in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import wfdb
+
+    from heartjax.data.physionet import AAMI_MAP
+
+    start, end = (round(t * info.fs) for t in window)
+    signal = read_lead(info, hint=HINT)
+    end = min(end, len(signal))
+    if start >= end:
+        raise UserError(f"--plot: the record is {len(signal) / info.fs:.0f} s long; "
+                        "choose a window inside it")
+    t = np.arange(start, end) / info.fs
+    fig, ax = plt.subplots(figsize=(max(8.0, (end - start) / info.fs * 1.2), 3.4))
+    ax.plot(t, signal[start:end], lw=0.8, color="black")
+    top, bottom = float(signal[start:end].max()), float(signal[start:end].min())
+    pad = 0.15 * (top - bottom or 1.0)
+    reference: dict[int, str] = {}
+    if info.path.with_name(info.name + ".atr").is_file():
+        ref = wfdb.rdann(str(info.path), "atr")
+        reference = {int(s): CLASS_NAMES["mitbih"][AAMI_MAP[c]]
+                     for s, c in zip(ref.sample, ref.symbol) if c in AAMI_MAP and start <= s < end}
+        for s, c in reference.items():
+            ax.text(s / info.fs, top + pad, c, ha="center", va="bottom", fontsize=9, color="tab:blue")
+    ref_samples = np.array(sorted(reference), dtype=np.int64)
+    tol = round(0.15 * info.fs)
+    for s, c in zip(ann.sample, ann.symbols):
+        if not start <= s < end:
+            continue
+        near = ref_samples[np.abs(ref_samples - s) <= tol] if len(ref_samples) else ref_samples
+        wrong = bool(reference) and (not len(near) or reference[int(near[0])] != c)
+        ax.text(s / info.fs, bottom - pad, c, ha="center", va="top", fontsize=9,
+                color="tab:red" if wrong else "tab:green")
+        ax.axvline(s / info.fs, color="0.85", lw=0.6, zorder=0)
+    ax.set_ylim(bottom - 3 * pad, top + 3 * pad)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel(f"{info.lead} (physical units)")
+    above = "reference (.atr) above, " if reference else ""
+    ax.set_title(f"record {info.name}: {above}heartjax below (red: differs from the reference)",
+                 fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _summary(ann: Annotation) -> str:
+    counts = pd.Series(ann.symbols).value_counts()
+    classes = " ".join(f"{c} {counts.get(c, 0):,}" for c in ann.class_names)
+    return f"{len(ann.sample):,} beats ({classes}), lead {ann.lead} at {ann.fs:g} Hz"
+
+
+def _load(paths: Sequence[str]) -> Predictor | Ensemble:
+    first = Path(paths[0])
+    if len(paths) == 1 and str(paths[0]) == DEFAULT_CHECKPOINT and not first.exists():
+        raise UserError(f"no checkpoint at {DEFAULT_CHECKPOINT}: train the new-patient model "
+                        "with `make interpatient-best`, or pass --checkpoint RUN")
+    return load_checkpoint(paths[0]) if len(paths) == 1 else load_ensemble(list(paths))
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry point."""
+    parser = Parser(prog="python -m heartjax.annotate",
+                    description="Detect, classify and annotate every beat of raw WFDB records.")
+    parser.add_argument("records", nargs="+", metavar="RECORD",
+                        help="WFDB record path without suffix, e.g. ../shared/data/physionet/mitdb/100")
+    parser.add_argument("--checkpoint", nargs="+", default=[DEFAULT_CHECKPOINT], metavar="RUN",
+                        help="a train workdir, tune run or step folder; several: their ensemble "
+                             f"(default: {DEFAULT_CHECKPOINT}, the new-patient model)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="folder for RECORD.hjx (WFDB annotations) and RECORD.csv")
+    parser.add_argument("--lead", help=f"signal name to use (default: the first of {', '.join(LEADS)})")
+    parser.add_argument("--detector", choices=sorted(DETECTORS), default="gqrs",
+                        help="wfdb's QRS detector (default gqrs: the better one on the DS1 records, "
+                             "experiments/qrs_detectors.py)")
+    parser.add_argument("--plot", metavar="START:END",
+                        help="also write DIR/RECORD.png: the lead over this window (seconds) with "
+                             "the reference and predicted labels")
+    args = parser.parse_args(argv)
+    window = parse_window(args.plot) if args.plot else None
+    infos = [open_record(r, args.lead) for r in args.records]  # every record checked first
+    seen = [i.name for i in infos]
+    if len(set(seen)) != len(seen):
+        raise UserError("two records share a name; their outputs would overwrite each other")
+    model = _load(args.checkpoint)
+    _check_model(model)
+    for info in infos:
+        t0 = time.perf_counter()
+        ann = annotate_info(model, info, args.detector)
+        hjx, csv = write_annotation(ann, args.out)
+        extra = ""
+        if window:
+            extra = f", {plot_strip(ann, info, window, Path(args.out) / f'{info.name}.png')}"
+        print(f"{info.name}: {_summary(ann)} in {time.perf_counter() - t0:.1f} s -> {hjx}, {csv}"
+              f"{extra}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
