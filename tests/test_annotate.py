@@ -91,3 +91,10 @@ def test_bad_records_are_one_line_and_write_nothing(mitbih_model, record_100, tm
 def test_a_ptb_model_is_refused(ptb_run, record_100, tmp_path):
     assert_one_line_error(run_module("heartjax.annotate", record_100, "--checkpoint", ptb_run,
                                      "--out", tmp_path / "out"), "MIT-BIH")
+
+
+def test_an_ensemble_annotates_like_its_members(mitbih_model, record_100):
+    one = annotate_record(heartjax.load_checkpoint(mitbih_model), record_100)
+    two = annotate_record(heartjax.load_ensemble([mitbih_model, mitbih_model]), record_100)
+    assert (one.sample == two.sample).all()
+    assert np.allclose(one.proba, two.proba, atol=1e-6)
