@@ -84,7 +84,7 @@ def test_notebook_runs_headless(mitbih_tables, tmp_path):
         for k, v in old.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "record 208:" in text and "accuracy" in text
+    assert "record 208:" in text and "accuracy" in text and "raw signal:" in text
     assert (tmp_path / "record_208_beats.png").stat().st_size > 20_000
 
 
