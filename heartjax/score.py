@@ -2,7 +2,8 @@
 comparison of reference and test annotations as ANSI/AAMI EC57 defines it (PhysioNet's `bxb`).
 
 Only beat annotations count (the AAMI symbols of `physionet.AAMI_MAP`); beats in the first
-`--from` seconds (EC57's 5-minute learning period) are left out of both files. A test beat
+`--from` seconds (EC57's 5-minute learning period) and inside the reference's ventricular
+flutter episodes (`[` to `]`) are left out of both files. A test beat
 matches the nearest reference beat within 150 ms, one to one (closest pairs first). With
 `C[r, t]` the matched beats of reference class r labelled t, `Ro` the reference beats of class
 r no test beat matched and `Ot` the test beats of label t no reference beat matched:
@@ -23,7 +24,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,9 @@ class Beats:
     sample: np.ndarray
     label: np.ndarray
     fs: float
+    # (k, 2) sample ranges of ventricular flutter or fibrillation, `[` to `]`: EC57 leaves the
+    # beats inside them out of the comparison (a reference file's, on both sides)
+    flutter: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
 
 
 def read_beats(record: Path, extension: str) -> Beats:
@@ -68,7 +72,28 @@ def read_beats(record: Path, extension: str) -> Beats:
     label = np.array([AAMI_MAP[s] for s in symbols[keep]], dtype=np.int64)
     order = np.argsort(sample, kind="stable")
     fs = float(ann.fs) if ann.fs else _header_fs(record, path)
-    return Beats(sample[order], label[order], fs)
+    return Beats(sample[order], label[order], fs, _flutter(np.asarray(ann.sample), symbols))
+
+
+def _flutter(sample: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+    """The `[` ... `]` episodes of a file; one still open at the end runs to its last sample."""
+    spans, start = [], None
+    for s, sym in zip(sample, symbols):
+        if sym == "[" and start is None:
+            start = int(s)
+        elif sym == "]" and start is not None:
+            spans.append((start, int(s)))
+            start = None
+    if start is not None:
+        spans.append((start, int(sample.max())))
+    return np.asarray(spans, np.int64).reshape(-1, 2)
+
+
+def _outside(sample: np.ndarray, spans: np.ndarray) -> np.ndarray:
+    keep = np.ones(len(sample), bool)
+    for a, b in spans:
+        keep &= (sample < a) | (sample > b)
+    return keep
 
 
 def _header_fs(record: Path, path: Path) -> float:
@@ -108,8 +133,8 @@ def count_matrix(reference: Beats, test: Beats, start_s: float = LEARNING_S,
         raise UserError(f"the annotation files differ in sampling frequency ({reference.fs:g} vs "
                         f"{test.fs:g} Hz); annotate the record at its own rate")
     start = round(start_s * reference.fs)
-    r = reference.sample >= start
-    t = test.sample >= start
+    r = (reference.sample >= start) & _outside(reference.sample, reference.flutter)
+    t = (test.sample >= start) & _outside(test.sample, reference.flutter)
     ref_s, ref_l = reference.sample[r], reference.label[r]
     test_s, test_l = test.sample[t], test.label[t]
     ri, ti = match(ref_s, test_s, round(window_s * reference.fs))

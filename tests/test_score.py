@@ -120,3 +120,13 @@ def test_qrs_figures_equal_wfdb_compare_annotations(mitdb_dir, tmp_path):
     assert (m[:5, :5].sum(), m[:5, 5].sum(), m[5, :5].sum()) == (theirs.tp, theirs.fn, theirs.fp)
     assert theirs.fn + theirs.fp > 0  # the record is hard enough for the comparison to mean something
     assert sc.statistics(m)["qrs"]["se"] == pytest.approx(theirs.sensitivity)
+
+
+def test_flutter_episodes_are_left_out(tmp_path):
+    _write(tmp_path, "r2", "atr", [360, 700, 720, 1000, 1440, 1800],
+           ["N", "[", "!", "]", "N", "N"])
+    _write(tmp_path, "r2", "hjx", [360, 710, 900, 1440, 1800], ["N", "V", "V", "N", "N"])
+    ref = sc.read_beats(tmp_path / "r2", "atr")
+    assert ref.flutter.tolist() == [[700, 1000]]
+    m = sc.count_matrix(ref, sc.read_beats(tmp_path / "r2", "hjx"), 0.0)
+    assert m.sum() == 3 and m[0, 0] == 3  # the two test V inside the episode are not counted
