@@ -14,7 +14,7 @@ from scipy.signal import resample_poly
 import heartjax
 from heartjax import score as sc
 from heartjax.annotate import annotate_record
-from heartjax.data.physionet import to_rate
+from heartjax.data.physionet import AAMI_MAP, to_rate
 from tests.conftest import assert_one_line_error, run_module
 
 MINUTES = 6  # enough beats (and past the 5-minute learning period) yet quick
@@ -33,7 +33,10 @@ def record_100(mitdb_dir, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("rec360")
     rec = wfdb.rdrecord(str(mitdb_dir / "100"), channel_names=["MLII"], sampto=360 * 60 * MINUTES)
     path = _write_record(folder, "100", rec.p_signal[:, 0], 360)
-    shutil.copy(mitdb_dir / "100.atr", folder / "100.atr")
+    ref = wfdb.rdann(str(mitdb_dir / "100"), "atr", sampto=360 * 60 * MINUTES)
+    beats = [i for i, s in enumerate(ref.symbol) if s in AAMI_MAP]  # the same minutes' beats
+    wfdb.wrann("100", "atr", ref.sample[beats], np.asarray(ref.symbol)[beats], fs=360,
+               write_dir=str(folder))
     return path
 
 
