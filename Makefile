@@ -84,8 +84,7 @@ interpatient-best: runs/interpatient-best/best.json
 	$(PY) -m heartjax.evaluate --checkpoint runs/interpatient-best --data $(DATA)/interpatient/heart_big_test.parq --plot reports/interpatient_best_cm.png
 
 # The interpatient config's seeds 1 and 2 (~5 min each), and the three seeds' ensemble (the mean
-# of their probabilities): one seed's S recall on DS2 depends on the seed (0.68-0.87).
-# Measured: S 0.845 / 0.869 / 0.678, V 0.912 / 0.894 / 0.941; the ensemble S 0.821, V 0.914.
+# of their probabilities): one seed's S recall on DS2 depends on the seed (docs/results.md).
 runs/interpatient-seed%/best.json: | setup data-interpatient
 	$(PY) -m heartjax.train --config configs/mitbih.py:interpatient --config.data.dir=$(DATA)/interpatient --config.train.seed=$* --workdir runs/interpatient-seed$*
 
