@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from heartjax.annotate import DETECTORS, detect_qrs, open_record
+from heartjax.annotate import DETECTORS, PEAK_RULES, detect_qrs, open_record
 from heartjax.data.physionet import read_lead
 from heartjax.data.splits import DS1
 from heartjax.errors import cli_entry
@@ -32,7 +32,7 @@ def main() -> None:
     p.add_argument("--out", default="reports/qrs_detectors.json")
     args = p.parse_args()
     raw = Path(args.records_dir)
-    methods = [(d, rule) for d in DETECTORS for rule in ("deviation", "max")]
+    methods = [(d, rule) for d in DETECTORS for rule in PEAK_RULES]
     rows = []
     pooled = {m: np.zeros((6, 6), np.int64) for m in methods}
     aligned = {m: np.zeros((2, len(CLASSES)), np.int64) for m in methods}  # within, matched

@@ -10,7 +10,7 @@ From the raw signal alone, at any sampling frequency and gain:
 4. the checkpoint's model (or the ensemble of several).
 
 Writes `DIR/RECORD.hjx`, a WFDB annotation file with the AAMI symbols N S V F Q at the R peaks
-(`wfdb.rdann(path, "hjx")` and PhysioNet's `rdann`/`bxb` read it), and `DIR/RECORD.csv` (sample,
+written by `wfdb.wrann`, read back by `wfdb.rdann(path, "hjx")`), and `DIR/RECORD.csv` (sample,
 time, class and each class's probability). `heartjax.score` compares the .hjx with the .atr.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from heartjax.checkpoint import Ensemble, Predictor, load_checkpoint, load_ensemble
+from heartjax.checkpoint import Ensemble, Predictor, load_models
 from heartjax.data.physionet import (
     MITBIH_LEADS,
     RecordInfo,
@@ -48,6 +48,7 @@ DEFAULT_CHECKPOINT = "runs/interpatient-best"  # the new-patient model (`make in
 EXTENSION = "hjx"
 PEAK_SEARCH_S = 0.05  # a gqrs detection → the R peak this close to it
 BASELINE_S = 0.2  # the local mean the R peak deviates from
+PEAK_RULES = ("deviation", "max")
 HINT = ""  # annotate's bad-record messages end with their own fix
 
 
@@ -133,6 +134,8 @@ def detect_qrs(signal: np.ndarray, fs: float, detector: str = "gqrs",
     the largest sample; experiments/qrs_detectors.py measures both against the reference."""
     if detector not in DETECTORS:
         raise UserError(f"unknown QRS detector {detector!r}; choose one of {', '.join(DETECTORS)}")
+    if peak not in PEAK_RULES:
+        raise UserError(f"unknown R-peak rule {peak!r}; choose one of {', '.join(PEAK_RULES)}")
     from scipy.ndimage import uniform_filter1d
 
     signal = np.asarray(signal, np.float64)
@@ -270,7 +273,7 @@ def _load(paths: Sequence[str]) -> Predictor | Ensemble:
     if len(paths) == 1 and str(paths[0]) == DEFAULT_CHECKPOINT and not first.exists():
         raise UserError(f"no checkpoint at {DEFAULT_CHECKPOINT}: train the new-patient model "
                         "with `make interpatient-best`, or pass --checkpoint RUN")
-    return load_checkpoint(paths[0]) if len(paths) == 1 else load_ensemble(list(paths))
+    return load_models(list(paths))
 
 
 @cli_entry

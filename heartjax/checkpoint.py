@@ -293,6 +293,11 @@ def load_ensemble(paths: list[str | Path]) -> Ensemble:
     return Ensemble([load_checkpoint(p) for p in paths])
 
 
+def load_models(paths: list[str | Path]) -> Predictor | Ensemble:
+    """One checkpoint as a `Predictor`, several as their `Ensemble` (the CLIs' `--checkpoint`)."""
+    return load_checkpoint(paths[0]) if len(paths) == 1 else load_ensemble(paths)
+
+
 def load_checkpoint(path: str | Path) -> Predictor:
     """Load the best checkpoint at `path`: a step folder, a train workdir or a tuning run."""
     from heartjax.models import build_model

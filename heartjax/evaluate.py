@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from heartjax import metrics
-from heartjax.checkpoint import Ensemble, Predictor, load_checkpoint, load_ensemble
+from heartjax.checkpoint import Ensemble, Predictor, load_models
 from heartjax.data import RR_COLUMNS, BeatTable, load_table
 from heartjax.errors import Parser, UserError, cli_entry
 
@@ -115,8 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--plot", metavar="PNG", help="also save the confusion matrix as a PNG")
     args = parser.parse_args(argv)
-    paths = args.checkpoint
-    predictor = load_checkpoint(paths[0]) if len(paths) == 1 else load_ensemble(paths)
+    predictor = load_models(args.checkpoint)
     m = evaluate(predictor, args.data)
     if args.plot:
         plot_confusion(m, predictor.class_names, args.plot)

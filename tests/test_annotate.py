@@ -40,7 +40,7 @@ def record_100(mitdb_dir, tmp_path_factory) -> Path:
     return path
 
 
-def test_cli_writes_annotations_bxb_can_read(mitbih_model, record_100, tmp_path):
+def test_cli_writes_annotations_wfdb_reads_back(mitbih_model, record_100, tmp_path):
     out = tmp_path / "out"
     result = run_module("heartjax.annotate", record_100, "--checkpoint", mitbih_model,
                         "--out", out, "--plot", "320:330")
@@ -101,3 +101,13 @@ def test_an_ensemble_annotates_like_its_members(mitbih_model, record_100):
     two = annotate_record(heartjax.load_ensemble([mitbih_model, mitbih_model]), record_100)
     assert (one.sample == two.sample).all()
     assert np.allclose(one.proba, two.proba, atol=1e-6)
+
+
+def test_unknown_detector_or_peak_rule_is_a_user_error():
+    from heartjax.annotate import detect_qrs
+    from heartjax.errors import UserError
+
+    with pytest.raises(UserError, match="R-peak rule"):
+        detect_qrs(np.zeros(720), 360, peak="highest")
+    with pytest.raises(UserError, match="QRS detector"):
+        detect_qrs(np.zeros(720), 360, detector="pan-tompkins")
