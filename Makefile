@@ -9,7 +9,7 @@ PTB_SAMPLE ?= ../shared/data/course/ptb_sample.parq
 CONFIG ?= configs/mitbih.py
 WORKDIR ?= runs/mitbih
 
-.PHONY: setup data data-interpatient data-ptb tune tune-ptb tune-cnn2d tune-transformer tune-compare train mitbih-best interpatient-best interpatient-ensemble ptb-best annotate-ds2 qrs-detectors test lint clean
+.PHONY: setup data data-interpatient data-ptb tune tune-ptb tune-cnn2d tune-transformer tune-compare train mitbih-best tune-interpatient interpatient-best interpatient-ensemble proxies ptb-best annotate-ds2 qrs-detectors test lint clean
 
 setup: $(VENV)/.installed
 
@@ -79,6 +79,11 @@ mitbih-best: runs/mitbih-best/best.json
 runs/interpatient-best/best.json: | setup data-interpatient
 	$(PY) -m heartjax.train --config configs/mitbih.py:interpatient --config.data.dir=$(DATA)/interpatient --workdir runs/interpatient-best
 
+# The new-patient search on DS1 alone: whole DS1 records choose (35 min, then the winner's full
+# training); the report's test table is DS2.
+tune-interpatient: setup data-interpatient
+	$(PY) -m heartjax.tune --config configs/mitbih.py:tune_interpatient --workdir runs/mitbih-tune_interpatient $(if $(wildcard runs/mitbih-tune_interpatient/ray),--resume)
+
 interpatient-best: runs/interpatient-best/best.json
 	$(PY) -m heartjax.evaluate --checkpoint runs/interpatient-best --data $(DATA)/interpatient/heart_big_test.parq --json > reports/interpatient_best_test.json
 	$(PY) -m heartjax.evaluate --checkpoint runs/interpatient-best --data $(DATA)/interpatient/heart_big_test.parq --plot reports/interpatient_best_cm.png
@@ -101,6 +106,13 @@ annotate-ds2: runs/interpatient-best/best.json
 	$(PY) -m heartjax.annotate $(addprefix $(MITDB)/,$(DS2)) --checkpoint runs/interpatient-best --out runs/annotate-ds2 --plot 600:612
 	$(PY) -m heartjax.score --records $(MITDB) --test-dir runs/annotate-ds2 $(DS2) --json > reports/annotate_ds2.json
 	$(PY) -m heartjax.score --records $(MITDB) --test-dir runs/annotate-ds2 $(DS2) | tee reports/annotate_ds2.txt
+
+# The new-patient model and its three seeds' ensemble on recordings unlike MIT-BIH's MLII: DS2
+# cut from the second channel, DS2 resampled to 250 and 500 Hz, the PTB normal beats.
+ENSEMBLE := runs/interpatient-best runs/interpatient-seed1 runs/interpatient-seed2
+proxies: $(addsuffix /best.json,$(ENSEMBLE)) | data-interpatient
+	$(PY) experiments/proxies.py --model interpatient=runs/interpatient-best --model ensemble=runs/interpatient-best,runs/interpatient-seed1,runs/interpatient-seed2 \
+	  --raw $(MITDB) --ds2 $(DATA)/interpatient/heart_big_test.parq --ptb-sample $(PTB_SAMPLE) --work $(DATA)/proxies --out reports/proxies
 
 # gqrs against xqrs on the DS1 records: which detector heartjax.annotate uses.
 qrs-detectors: setup

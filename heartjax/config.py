@@ -145,6 +145,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
         t.select_metric in SELECTABLE,
         f"train.select_metric={t.select_metric!r}; use one of {', '.join(SELECTABLE)}",
     )
+    need(t.select_metric != "nsv_recall" or d.dataset == "mitbih",
+         "train.select_metric='nsv_recall' needs the MIT-BIH classes N, S, V; use macro_recall")
 
 
 def set_model(config: ml_collections.ConfigDict, name: str) -> None:

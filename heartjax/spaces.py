@@ -100,3 +100,28 @@ def with_defaults(name: str, knobs: dict) -> dict:
             args = [min(args[0], defaults[field]), max(args[1], defaults[field])]
         out[field] = (kind, *args)
     return out
+
+
+def interpatient_space() -> dict:
+    """The new-patient search (`configs/mitbih.py:tune_interpatient`): the resnet1d's own knobs,
+    how much of the training sees only rhythm (morphology dropout and the evaluation mix), the
+    class balance, and the augmentations that mimic another recorder (amplitude, noise,
+    baseline wander, time shift and warp)."""
+    train = copy.deepcopy(TRAINING)
+    for field in ("optimizer", "schedule", "loss", "batch_size"):  # settled: adamw, cosine, weighted_ce
+        del train[field]
+    train["class_weight_power"] = ("uniform", 0.5, 1.0)
+    train["class_weight_cap"] = ("choice", [10.0, 50.0, 200.0])
+    train["augment"] = {
+        "scale": ("choice", [0.0, 0.1, 0.2]),
+        "noise": ("choice", [0.0, 0.01, 0.03]),
+        "wander": ("choice", [0.0, 0.05, 0.1]),
+        "shift": ("choice", [0, 3]),
+        "stretch": ("choice", [0.0, 0.05]),
+    }
+    model = {
+        "morph_dropout": ("choice", [0.6, 0.7, 0.8, 0.9]),
+        "morph_mix": ("choice", [0.25, 0.5, 0.75]),
+        "resnet1d": with_defaults("resnet1d", ARCHITECTURES["resnet1d"]),
+    }
+    return {"model": model, "train": train}

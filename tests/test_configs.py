@@ -8,7 +8,7 @@ from heartjax.errors import UserError
 
 def test_variants_compose():
     c = load_config("configs/mitbih.py:interpatient,smoke")
-    assert c.model.morph_dropout == 0.8 and c.model.use_template  # from :interpatient
+    assert c.model.morph_dropout == 0.9 and c.model.use_template  # from :interpatient
     assert c.model.num_blocks == 1 and c.train.epochs == 2  # :smoke applied after it
     assert load_config("configs/mitbih.py:cnn2d,smoke").model.name == "cnn2d"
     tuned = load_config("configs/ptb.py:tune_cnn2d")
@@ -19,3 +19,19 @@ def test_variants_compose():
 def test_unknown_variant_names_the_known_ones(spec):
     with pytest.raises(UserError, match="no variant 'huge'.*smoke"):
         load_config(spec)
+
+
+def test_the_new_patient_protocol_chooses_on_ds1_records_only():
+    c = load_config("configs/mitbih.py:tune_interpatient")
+    assert c.data.dir == "data/interpatient" and c.data.val_by == "records"
+    assert c.tune.metric == "val_nsv_recall" and c.train.select_metric == "nsv_recall"
+    assert "morph_dropout" in c.tune.search_space.model and c.tune.start_points == ({},)
+
+
+def test_nsv_recall_needs_the_mitbih_classes():
+    from heartjax.config import validate
+
+    c = load_config("configs/ptb.py")
+    c.train.select_metric = "nsv_recall"
+    with pytest.raises(UserError, match="nsv_recall.*N, S, V"):
+        validate(c)

@@ -105,3 +105,35 @@ def test_only_trains_the_named_variants_and_keeps_the_other_rows(mitbih_tables, 
     assert 0 <= table.loc[1, "test_macro_recall"] <= 1 and (tmp_path / "b" / "test_metrics.json").is_file()
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
     assert list(pd.read_csv(tmp_path / "results.csv")["variant"]) == ["a", "b"]
+
+
+def test_proxies_rebuild_the_same_beats_at_other_rates(mitbih_model, mitbih_tables, mitdb_dir,
+                                                       ptb_sample_path, tmp_path):
+    records = "100,103"  # DS2 records whose second channels are V5 and V2
+    result = subprocess.run(
+        [sys.executable, "experiments/proxies.py", "--model", f"m={mitbih_model}",
+         "--raw", mitdb_dir, "--ds2", mitbih_tables / "heart_big_test.parq",
+         "--ptb-sample", ptb_sample_path, "--records", records, "--work", tmp_path / "work",
+         "--out", tmp_path / "out"], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    from heartjax.data import load_table
+
+    work = tmp_path / "work"
+    native = load_table(work / "ds2_lead2" / "heart_big_all.parq")
+    assert set(native.meta["lead"]) == {"V5", "V2"} and set(native.records) == {"100", "103"}
+    for fs in (250, 500):  # the .atr positions scaled: the same beats and R-R within a sample
+        other = load_table(work / f"ds2_{fs}hz" / "heart_big_all.parq")
+        assert np.array_equal(other.y, native.y)
+        assert np.abs(other.rr - native.rr).max() <= 2 / fs
+    ptb = load_table(work / "ptb_normal.parq")
+    assert len(ptb) == 537 and (ptb.y == 0).all()
+    # a beat of L samples before its padding was cut as 1.2 periods: R-R = L / 1.2 / 125 s
+    length = int(np.flatnonzero(ptb.x[0] > 0).max()) + 1
+    assert ptb.rr[0, 0] == pytest.approx(length / 1.2 / 125)
+    import json
+
+    results = json.loads((tmp_path / "out" / "proxies.json").read_text())["results"]
+    assert list(results) == ["ds2", "ds2_lead2", "ds2_250hz", "ds2_500hz", "ptb_normal"]
+    assert results["ptb_normal"]["m"]["per_class"]["N"]["support"] == 537
+    assert results["ds2_lead2"]["m"]["per_class"]["N"]["support"] == int((native.y == 0).sum())
+    assert (tmp_path / "out" / "proxies.md").read_text().count("| m |") == 5

@@ -27,6 +27,16 @@ def test_absent_class_does_not_enter_macro_average():
     assert m["macro_recall"] == 1.0 and m["per_class"]["c"]["support"] == 0
 
 
+def test_nsv_recall_is_the_mean_recall_of_n_s_v_only():
+    names = ("N", "S", "V", "F", "Q")
+    y = np.array([0, 0, 1, 1, 2, 3, 3])
+    p = np.array([0, 1, 1, 0, 2, 0, 0])  # N 1/2, S 1/2, V 1, F 0 (left out of nsv_recall)
+    m = metrics.from_confusion(metrics.confusion_matrix(y, p, 5), names)
+    assert m["nsv_recall"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    assert m["macro_recall"] == pytest.approx((0.5 + 0.5 + 1.0 + 0.0) / 4)
+    assert "nsv_recall" not in metrics.from_confusion(np.eye(2), ("normal", "abnormal"))
+
+
 def test_roc_auc_and_average_precision():
     y = np.array([0, 0, 1, 1])
     s = np.array([0.1, 0.4, 0.35, 0.8])
