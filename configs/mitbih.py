@@ -64,10 +64,14 @@ def interpatient(c):
     Every knob is chosen on DS1 alone: whole DS1 records (4 of the 22: 109, 115, 118, 207) are
     held out and choose the epoch and, in `:tune_interpatient`, the knobs below, by the mean
     recall of N, S and V (the classes EC57 scores; the held-out records hold 2 F beats and no
-    Q). DS2 is the test table, looked at once."""
+    Q). Training sees both leads of the other 18 records. DS2 is the test table, looked at
+    once."""
     best(c)
     c.data.dir = "data/interpatient"
     c.data.val_by = "records"
+    # the DS1 beats cut from each record's second lead (V1, V2, V4 or V5) join training:
+    # `experiments/both_leads.py`, docs/new-patients.md
+    c.data.extra_train = "data/interpatient_lead2/heart_big_train.parq"
     c.train.select_metric = "nsv_recall"
     # the winner of `make tune-interpatient` (166 configurations, docs/new-patients.md)
     c.model.morph_dropout = 0.9
@@ -89,7 +93,7 @@ def tune_interpatient(c):
     as in `make tune`, scored on the held-out DS1 records; 35 min, then the winner's full
     training. The search that chose `:interpatient`'s knobs started from morphology dropout
     0.8, mix 0.5, 32 channels of kernel 5 without normalisation, head (32, 32), full class
-    balance, learning rate 1e-3 and no augmentation (docs/new-patients.md)."""
+    balance, learning rate 1e-3 and no augmentation, on MLII alone (docs/new-patients.md)."""
     interpatient(c)
     c.tune.metric = "val_nsv_recall"
     c.tune.search_space = interpatient_space()

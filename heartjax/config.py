@@ -30,6 +30,9 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     c.data.dir = "data"  # folder with the beat tables (heart_big_*.parq / heart_*.parq)
     c.data.dataset = dataset
     c.data.train_file = ""  # explicit table instead of data.dir's standard name
+    # a second table of the same records (e.g. their second lead, `heartjax.data build --leads`)
+    # whose beats join training; the validation records' beats are left out (data.val_by=records)
+    c.data.extra_train = ""
     c.data.val_fraction = 0.1  # stratified, seeded; tuning never looks at the test table
     c.data.val_by = "beats"  # "records": hold out whole patients (honest for interpatient tests)
     c.data.seed = 0
@@ -117,6 +120,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(d.dataset in DATASETS, f"data.dataset={d.dataset!r}; use one of {', '.join(DATASETS)}")
     need(0.0 < d.val_fraction < 1.0, f"data.val_fraction={d.val_fraction} must be in (0, 1)")
     need(d.val_by in VAL_BY, f"data.val_by={d.val_by!r}; use one of {', '.join(VAL_BY)}")
+    need(not d.get("extra_train") or d.val_by == "records",
+         "data.extra_train needs data.val_by='records' (a beat split would put the same "
+         "beats, seen through another lead, in training and in validation)")
     need(t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1")
     need(t.batch_size >= 1, f"train.batch_size={t.batch_size} must be >= 1")
     need(t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be > 0")

@@ -27,6 +27,7 @@ from heartjax.config import validate
 from heartjax.data import (
     RR_COLUMNS,
     BeatTable,
+    add_training_beats,
     load_dataset,
     load_table,
     stratified_split,
@@ -56,6 +57,14 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[BeatTable, BeatTable
             "`python -m heartjax.data build` or set --config.model.use_rr=False"
         )
     train, val = train_val_split(table, d.val_fraction, d.seed, d.val_by)
+    if d.get("extra_train"):
+        if not Path(d.extra_train).exists():
+            raise UserError(
+                f"data.extra_train={d.extra_train}: table not found; build the second lead's tables "
+                "with `python -m heartjax.data build mitbih --raw MITDB --split interpatient "
+                "--leads V1,V2,V4,V5 --out DIR` (`make data-interpatient` does) or set "
+                "--config.data.extra_train=''")
+        train = add_training_beats(train, val, load_table(d.extra_train, d.dataset))
     if 0 < d.train_limit < len(train):  # quick runs: a stratified subsample of the training part
         keep, _ = stratified_split(train.y, 1 - d.train_limit / len(train), d.seed)
         train = train.subset(np.sort(keep))
@@ -300,10 +309,14 @@ def _meta(config, class_names, epoch, val_m, params, val_table, proba) -> dict[s
 
 def _epoch_line(row: dict[str, float], select: str, improved: bool) -> str:
     star = " *" if improved else ""
+    # the metric that picks the best epoch, when the line does not show it already
+    value = row.get(f"val_{select}")
+    chosen = ("" if select in ("accuracy", "macro_recall", "macro_f1") or value is None
+              else f"{select.replace('_', ' ')} {value:.4f}  ")
     return (
         f"epoch {row['epoch']:3d}  loss {row['train_loss']:.4f}  "
         f"val acc {row['val_accuracy']:.4f}  macro recall {row['val_macro_recall']:.4f}  "
-        f"macro F1 {row['val_macro_f1']:.4f}  {row['beats_per_s']:,.0f} beats/s{star}"
+        f"macro F1 {row['val_macro_f1']:.4f}  {chosen}{row['beats_per_s']:,.0f} beats/s{star}"
     )
 
 

@@ -114,7 +114,8 @@ def mitbih_model(mitbih_tables: Path, tmp_path_factory: pytest.TempPathFactory) 
     flips class."""
     workdir = tmp_path_factory.mktemp("mitbih_model") / "run"
     result = run_module("heartjax.train", "--config", "configs/mitbih.py:interpatient",
-                        f"--config.data.dir={mitbih_tables}", "--config.data.train_limit=8000",
+                        f"--config.data.dir={mitbih_tables}", "--config.data.extra_train=",
+                        "--config.data.train_limit=8000",
                         "--config.train.epochs=3", "--workdir", workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir

@@ -35,3 +35,14 @@ def test_nsv_recall_needs_the_mitbih_classes():
     c.train.select_metric = "nsv_recall"
     with pytest.raises(UserError, match="nsv_recall.*N, S, V"):
         validate(c)
+
+
+def test_extra_training_leads_need_validation_by_records():
+    from heartjax.config import validate
+
+    c = load_config("configs/mitbih.py")
+    c.data.extra_train = "data/interpatient_lead2/heart_big_train.parq"
+    with pytest.raises(UserError, match="extra_train needs data.val_by='records'"):
+        validate(c)
+    c.data.val_by = "records"
+    validate(c)

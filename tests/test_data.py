@@ -23,6 +23,7 @@ from heartjax.data import (
     TABLE_FILES,
     TEMPLATE_FEATURES,
     BeatTable,
+    add_training_beats,
     context_features,
     load_dataset,
     load_kaggle_ptb,
@@ -287,6 +288,25 @@ def test_validation_by_records_holds_out_whole_patients():
     assert len(held) == 2 and {1, 2} <= set(val.y.tolist())  # one S and one V patient
     again = train_val_split(table, 0.25, seed=1, by="records")[1]
     assert set(again.meta["record"]) == held
+
+
+def test_second_lead_beats_join_training_but_not_from_validation_records():
+    records = np.repeat([f"r{i}" for i in range(8)], 50)
+    y = np.tile(np.r_[np.ones(10), np.zeros(40)].astype(np.int32), 8)
+    x = np.zeros((400, SIGNAL_LEN), np.float32)
+    mlii = BeatTable(x, y, "mitbih", "", pd.DataFrame({"record": records, "lead": "MLII"}))
+    lead2 = BeatTable(x + 1, y, "mitbih", "", pd.DataFrame({"record": records, "lead": "V1"}))
+    train, val = train_val_split(mlii, 0.25, seed=1, by="records")
+    both = add_training_beats(train, val, lead2)
+    held = set(val.meta["record"])
+    assert len(both) == len(train) + 50 * (8 - len(held))
+    extra = both.meta.iloc[len(train):]
+    assert (both.x[len(train):] == 1).all()  # the second lead's beats, none of them held out
+    assert not {r.split("+")[0] for r in extra["record"]} & held
+    # each lead keeps its own template group: a record's median beat is of one lead
+    assert set(extra["record"]) == {f"{r}+V1" for r in set(train.meta["record"])}
+    with pytest.raises(UserError, match="lacks the columns lead"):
+        add_training_beats(train, val, BeatTable(x, y, "mitbih", "", pd.DataFrame({"record": records})))
 
 
 def test_write_and_read_back_with_meta(ptb_sample_path, tmp_path):

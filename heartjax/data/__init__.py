@@ -3,7 +3,7 @@
 Building needs wfdb/scipy and lives in `heartjax.data.physionet` (CLI: `python -m heartjax.data`).
 """
 
-from heartjax.data.splits import stratified_split, train_val_split
+from heartjax.data.splits import add_training_beats, stratified_split, train_val_split
 from heartjax.data.tables import (
     CLASS_NAMES,
     RR_COLUMNS,
@@ -30,6 +30,7 @@ __all__ = [
     "TABLE_FILES",
     "TEMPLATE_FEATURES",
     "BeatTable",
+    "add_training_beats",
     "context_features",
     "load_dataset",
     "load_kaggle_ptb",

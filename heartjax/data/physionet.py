@@ -34,7 +34,15 @@ from heartjax.data.splits import (
     record_split,
     stratified_split,
 )
-from heartjax.data.tables import CLASS_NAMES, FS, SIGNAL_LEN, TABLE_FILES, BeatTable, write_table
+from heartjax.data.tables import (
+    CLASS_NAMES,
+    FS,
+    SIGNAL_LEN,
+    TABLE_FILES,
+    BeatTable,
+    concat_tables,
+    write_table,
+)
 from heartjax.errors import UserError
 
 # AAMI EC57 classes from MIT-BIH beat symbols; every other symbol is not a beat for this task.
@@ -395,15 +403,6 @@ def ptb_record_table(info: RecordInfo, label: int, conditioned: bool = True) -> 
                          "lead": info.lead,
                          "inverted": inverted})
     return BeatTable(beats, np.full(len(peaks), label, np.int32), "ptb", "", meta)
-
-
-def concat_tables(tables: list[BeatTable], dataset: str) -> BeatTable:
-    """One table from several (same dataset)."""
-    if not tables:
-        return BeatTable(np.zeros((0, SIGNAL_LEN), np.float32), np.zeros(0, np.int32), dataset)
-    meta = pd.concat([t.meta for t in tables], ignore_index=True)
-    return BeatTable(np.concatenate([t.x for t in tables]), np.concatenate([t.y for t in tables]),
-                     dataset, "", meta)
 
 
 # ---------------------------------------------------------------- builds

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from heartjax.data.tables import BeatTable
+from heartjax.data.tables import BeatTable, concat_tables
 from heartjax.errors import UserError
 
 SPLITS = ("kaggle", "interpatient", "none")
@@ -119,3 +119,27 @@ def record_split(records: np.ndarray, y: np.ndarray, split: str, fraction: float
         return {"train": np.flatnonzero(np.isin(records, DS1)),
                 "test": np.flatnonzero(np.isin(records, DS2))}
     raise UserError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+
+
+def add_training_beats(train: BeatTable, val: BeatTable, extra: BeatTable) -> BeatTable:
+    """`train` plus the beats of `extra` (the same records seen another way, e.g. through
+    their second lead) whose records are not in `val`, so validation stays unseen patients."""
+    for t in (train, val, extra):
+        if "record" not in t.meta.columns:
+            raise UserError(f"{t.path or 'a training table'}: data.extra_train needs a 'record' "
+                            "column in both tables; rebuild them with `python -m heartjax.data build`")
+    if extra.dataset != train.dataset:
+        raise UserError(f"{extra.path}: holds {extra.dataset} beats, the training table "
+                        f"{train.dataset}")
+    missing = sorted(set(train.meta.columns) - set(extra.meta.columns))
+    if missing:
+        raise UserError(f"{extra.path}: lacks the columns {', '.join(missing)} of the training "
+                        "table; build both with the same `python -m heartjax.data build` options")
+    held = extra.meta["record"].astype(str).isin(set(val.meta["record"].astype(str)))
+    extra = extra.subset(np.flatnonzero(~held.to_numpy()))
+    meta = extra.meta[list(train.meta.columns)].reset_index(drop=True)
+    # a record's template is the median of its beats: one per lead, not one of both leads
+    meta["record"] = meta["record"].astype(str) + "+" + (
+        meta["lead"].astype(str) if "lead" in meta.columns else "extra")
+    extra = BeatTable(extra.x, extra.y, extra.dataset, extra.path, meta)
+    return concat_tables([train, extra], train.dataset)

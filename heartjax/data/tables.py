@@ -205,6 +205,15 @@ def table_from_frame(frame: pd.DataFrame, path: str | Path,
     return BeatTable(x.astype(np.float32), labels.astype(np.int32), dataset, str(path), meta)
 
 
+def concat_tables(tables: list[BeatTable], dataset: str) -> BeatTable:
+    """One table from several (same dataset)."""
+    if not tables:
+        return BeatTable(np.zeros((0, SIGNAL_LEN), np.float32), np.zeros(0, np.int32), dataset)
+    meta = pd.concat([t.meta for t in tables], ignore_index=True)
+    return BeatTable(np.concatenate([t.x for t in tables]), np.concatenate([t.y for t in tables]),
+                     dataset, "", meta)
+
+
 def load_table(path: str | Path, dataset: str | None = None) -> BeatTable:
     """Read and validate a beat table (.parq/.parquet, or a Kaggle-style headerless .csv)."""
     if dataset is not None:
