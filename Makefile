@@ -79,7 +79,7 @@ mitbih-best: runs/mitbih-best/best.json
 	$(PY) -m heartjax.evaluate --checkpoint runs/mitbih-best --data $(DATA)/heart_big_test.parq --json > reports/mitbih_best_test.json
 	$(PY) -m heartjax.evaluate --checkpoint runs/mitbih-best --data $(DATA)/heart_big_test.parq --plot reports/mitbih_best_cm.png
 
-# Interpatient (configs/mitbih.py:interpatient, ~4 min here): trained on DS1, tested on DS2.
+# Interpatient (configs/mitbih.py:interpatient, ~3 min here): trained on DS1, tested on DS2.
 runs/interpatient-best/best.json: | setup data-interpatient
 	$(PY) -m heartjax.train --config configs/mitbih.py:interpatient --config.data.dir=$(DATA)/interpatient --config.data.extra_train=$(DATA)/interpatient_lead2/heart_big_train.parq --workdir runs/interpatient-best
 
@@ -92,7 +92,7 @@ interpatient-best: runs/interpatient-best/best.json
 	$(PY) -m heartjax.evaluate --checkpoint runs/interpatient-best --data $(DATA)/interpatient/heart_big_test.parq --json > reports/interpatient_best_test.json
 	$(PY) -m heartjax.evaluate --checkpoint runs/interpatient-best --data $(DATA)/interpatient/heart_big_test.parq --plot reports/interpatient_best_cm.png
 
-# The interpatient config's seeds 1 and 2 (~4 min each), and the three seeds' ensemble (the mean
+# The interpatient config's seeds 1 and 2 (~3 min each), and the three seeds' ensemble (the mean
 # of their probabilities): one seed's S recall on DS2 depends on the seed (docs/results.md).
 runs/interpatient-seed%/best.json: | setup data-interpatient
 	$(PY) -m heartjax.train --config configs/mitbih.py:interpatient --config.data.dir=$(DATA)/interpatient --config.data.extra_train=$(DATA)/interpatient_lead2/heart_big_train.parq --config.train.seed=$* --workdir runs/interpatient-seed$*

@@ -5,7 +5,8 @@ predictions with and without the shape), the template features (how much the bea
 like its record's median QRS) and the beat augmentations (amplitude scaling, noise, baseline
 wander, time shift and warp). Run it on both splits: the default (kaggle tables, base
 `configs/mitbih.py:best`) and
-`--config configs/mitbih.py:interpatient` (DS1 -> DS2, its own class balancing)."""
+`--config configs/mitbih.py:interpatient` (DS1 -> DS2, its own class balancing). Other leads,
+sampling rates and equipment: `experiments/proxies.py` (`make proxies`)."""
 
 from heartjax.experiment import run_script
 
