@@ -245,3 +245,12 @@ def test_transfer_config_without_its_source_model_is_one_line(ptb_tables, tmp_pa
 ])
 def test_bad_flags_are_one_line(module, args, needle):
     assert_one_line_error(run_module(module, *args), needle)
+
+
+def test_missing_second_lead_table_is_one_line_error(mitbih_tables, tmp_path):
+    result = run_module("heartjax.train", "--config", "configs/mitbih.py:interpatient",
+                        f"--config.data.dir={mitbih_tables}",
+                        f"--config.data.extra_train={tmp_path / 'nope.parq'}",
+                        "--workdir", tmp_path / "w", timeout=120)
+    assert_one_line_error(result, "data.extra_train", "table not found", "--leads V1,V2,V4,V5")
+    assert not (tmp_path / "w" / "checkpoints").exists()
