@@ -21,7 +21,7 @@ import numpy as np
 from heartjax import space
 from heartjax.checkpoint import load_checkpoint
 from heartjax.cli import load_config
-from heartjax.data import load_table, train_val_split
+from heartjax.data import load_table
 from heartjax.errors import Parser, UserError, cli_entry
 from heartjax.evaluate import evaluate_table
 from heartjax.experiment import CONFIGS, quick_overrides
@@ -31,10 +31,10 @@ CLASSES = ("N", "S", "V")
 
 def validation_tables(config, lead2_path: str):
     """The held-out DS1 records' beats through MLII (as training validates) and lead 2."""
-    d = config.data
-    train = load_table(Path(d.dir) / "heart_big_train.parq", d.dataset)
-    _, val = train_val_split(train, d.val_fraction, d.seed, d.val_by)
-    lead2 = load_table(lead2_path, d.dataset)
+    from heartjax.train import load_splits
+
+    _, val = load_splits(space.apply(config, {"data.extra_train": ""}))
+    lead2 = load_table(lead2_path, config.data.dataset)
     records = set(val.meta["record"].astype(str))
     rows = np.flatnonzero(lead2.meta["record"].astype(str).isin(records).to_numpy())
     return {"mlii": val, "lead2": lead2.subset(rows)}, sorted(records)

@@ -24,12 +24,22 @@ def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=b > 0)
 
 
+def _nsv_recall(recall: np.ndarray, present: np.ndarray,
+                class_names: Sequence[str]) -> dict[str, float]:
+    """{"nsv_recall": mean recall of the EC57 classes present}, or {} without those classes."""
+    if not set(EC57_CLASSES) <= set(class_names):
+        return {}
+    rows = [list(class_names).index(c) for c in EC57_CLASSES]
+    rows = [r for r in rows if present[r]] or rows
+    return {"nsv_recall": float(recall[rows].mean())}
+
+
 def from_confusion(cm: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
     """Accuracy, macro precision/recall/F1, per-class scores and the matrix itself.
 
     Macro averages run over the classes present in the true labels, so a split without any F
-    beats is not punished for them. A table with N, S and V classes adds `nsv_recall`: a
-    validation set of a few held-out patients holds almost no F or Q beats.
+    beats is not punished for them. A table with N, S and V classes adds `nsv_recall`, their
+    mean recall (over those present): a few held-out patients hold almost no F or Q beats.
     """
     cm = np.asarray(cm, np.float64)
     tp = np.diag(cm)
@@ -44,8 +54,7 @@ def from_confusion(cm: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]
         "macro_recall": float(recall[present].mean()),
         "macro_f1": float(f1[present].mean()),
         "min_recall": float(recall[present].min()),
-        **({"nsv_recall": float(np.mean([recall[list(class_names).index(c)] for c in EC57_CLASSES]))}
-           if set(EC57_CLASSES) <= set(class_names) else {}),
+        **_nsv_recall(recall, present, class_names),
         "per_class": {
             name: {
                 "precision": float(precision[i]),

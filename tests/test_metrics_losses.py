@@ -35,6 +35,10 @@ def test_nsv_recall_is_the_mean_recall_of_n_s_v_only():
     assert m["nsv_recall"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
     assert m["macro_recall"] == pytest.approx((0.5 + 0.5 + 1.0 + 0.0) / 4)
     assert "nsv_recall" not in metrics.from_confusion(np.eye(2), ("normal", "abnormal"))
+    # only N beats (the PTB normal proxy): their recall alone, not diluted by absent S and V
+    only_n = metrics.evaluate_predictions(np.zeros(4, int), np.eye(5)[[0, 0, 0, 2]],
+                                          ("N", "S", "V", "F", "Q"))
+    assert only_n["nsv_recall"] == pytest.approx(0.75)
 
 
 def test_roc_auc_and_average_precision():
