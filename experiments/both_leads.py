@@ -18,15 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from heartjax import space
+from heartjax import metrics, space
 from heartjax.checkpoint import load_checkpoint
 from heartjax.cli import load_config
 from heartjax.data import load_table
 from heartjax.errors import Parser, UserError, cli_entry
 from heartjax.evaluate import evaluate_table
 from heartjax.experiment import CONFIGS, quick_overrides
-
-CLASSES = ("N", "S", "V")
 
 
 def validation_tables(config, lead2_path: str):
@@ -38,14 +36,6 @@ def validation_tables(config, lead2_path: str):
     records = set(val.meta["record"].astype(str))
     rows = np.flatnonzero(lead2.meta["record"].astype(str).isin(records).to_numpy())
     return {"mlii": val, "lead2": lead2.subset(rows)}, sorted(records)
-
-
-def scores(m: dict) -> dict[str, float]:
-    out = {"nsv_recall": m["nsv_recall"]}
-    for c in CLASSES:
-        out[f"{c}_recall"] = m["per_class"][c]["recall"]
-        out[f"{c}_precision"] = m["per_class"][c]["precision"]
-    return out
 
 
 @cli_entry
@@ -79,7 +69,7 @@ def main() -> None:
             model = load_checkpoint(run)
             for view, table in tables.items():
                 rows.append({"variant": name, "seed": seed, "validation": view,
-                             **scores(evaluate_table(model, table)[0])})
+                             **metrics.nsv_scores(evaluate_table(model, table)[0])})
                 print(f"[{name} seed {seed}] {view}: "
                       + "  ".join(f"{k} {v:.3f}" for k, v in rows[-1].items() if k.endswith("recall")),
                       flush=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +229,17 @@ class Predictor:
                else np.pad(rr, ((0, 0), (0, CONTEXT_WIDTH - rr.shape[1]))))
         batch = int(self.config.train.get("eval_batch_size", 1024))
         return predict.predict_proba(self._predict_fn, self.variables, x, ctx, batch)
+
+    def with_model(self, **fields: Any) -> Predictor:
+        """The same weights with model fields that act only at evaluation changed (e.g.
+        `morph_mix`); a field that shapes the weights fails to build or to apply."""
+        from heartjax.models import build_model
+
+        config = ml_collections.ConfigDict(self.config.to_dict())
+        config.model.update(fields)
+        model = build_model(config.model, len(self.class_names))
+        return replace(self, config=config,
+                       _predict_fn=_program(config.model, len(self.class_names), model))
 
     def predict(self, beats: Any, rr: Any = None, records: Any = None) -> np.ndarray:
         """Class ids; a binary model with a stored threshold applies it to P(class 1)."""

@@ -35,6 +35,10 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     c.data.extra_train = ""
     c.data.val_fraction = 0.1  # stratified, seeded; tuning never looks at the test table
     c.data.val_by = "beats"  # "records": hold out whole patients (honest for interpatient tests)
+    # cross-validation by records: >= 2 deals the training table's records into this many
+    # folds (`heartjax.data.splits.record_folds`, val_by=records) and fold `data.fold` validates
+    c.data.folds = 0
+    c.data.fold = 0
     c.data.seed = 0
     c.data.train_limit = 0  # >0: train on a stratified subsample of this many beats (quick runs)
 
@@ -123,6 +127,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(not d.get("extra_train") or d.val_by == "records",
          "data.extra_train needs data.val_by='records' (a beat split would put the same "
          "beats, seen through another lead, in training and in validation)")
+    need(d.folds == 0 or (d.folds >= 2 and d.val_by == "records"),
+         f"data.folds={d.folds}: use 0 (no folds) or >= 2 with data.val_by='records'")
+    need(d.folds == 0 or 0 <= d.fold < d.folds, f"data.fold={d.fold} must be in 0..{d.folds - 1}")
     need(t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1")
     need(t.batch_size >= 1, f"train.batch_size={t.batch_size} must be >= 1")
     need(t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be > 0")

@@ -152,3 +152,13 @@ def flat_scalars(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
         for key in ("precision", "recall", "f1"):
             out[f"{prefix}{key}_{name}"] = float(scores[key])
     return out
+
+
+def nsv_scores(metrics: dict[str, Any]) -> dict[str, float]:
+    """`nsv_recall` and the recall and precision of N, S and V (`N_recall`, `S_precision`, ...):
+    what the new-patient experiments tabulate."""
+    out = {"nsv_recall": float(metrics["nsv_recall"])}
+    for c in EC57_CLASSES:
+        out[f"{c}_recall"] = float(metrics["per_class"][c]["recall"])
+        out[f"{c}_precision"] = float(metrics["per_class"][c]["precision"])
+    return out

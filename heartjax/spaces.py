@@ -122,6 +122,7 @@ def interpatient_space() -> dict:
     model = {
         "morph_dropout": ("choice", [0.6, 0.7, 0.8, 0.9]),
         "morph_mix": ("choice", [0.25, 0.5, 0.75]),
+        "rr_seconds": ("choice", [False, True]),
         "resnet1d": with_defaults("resnet1d", ARCHITECTURES["resnet1d"]),
     }
     return {"model": model, "train": train}

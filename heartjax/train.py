@@ -56,7 +56,8 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[BeatTable, BeatTable
             "rebuild the tables with "
             "`python -m heartjax.data build` or set --config.model.use_rr=False"
         )
-    train, val = train_val_split(table, d.val_fraction, d.seed, d.val_by)
+    train, val = train_val_split(table, d.val_fraction, d.seed, d.val_by, d.get("folds", 0),
+                                 d.get("fold", 0))
     if d.get("extra_train"):
         if not Path(d.extra_train).exists():
             raise UserError(

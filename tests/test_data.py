@@ -290,6 +290,30 @@ def test_validation_by_records_holds_out_whole_patients():
     assert set(again.meta["record"]) == held
 
 
+def test_record_folds_validate_every_record_once_and_spread_the_rare_classes():
+    # 9 records: three rich in S (class 1), three in V (class 2), three with N only
+    records = np.repeat([f"r{i}" for i in range(9)], 40)
+    y = np.zeros(360, np.int32)
+    for i, (label, n) in enumerate([(1, 20), (1, 15), (1, 10), (2, 20), (2, 15), (2, 10)]):
+        y[i * 40: i * 40 + n] = label
+    x = np.zeros((360, SIGNAL_LEN), np.float32)
+    table = BeatTable(x, y, "mitbih", "", pd.DataFrame({"record": records}))
+    held = []
+    for fold in range(3):
+        train, val = train_val_split(table, 0.1, seed=0, by="records", folds=3, fold=fold)
+        assert len(train) + len(val) == 360
+        assert not set(val.meta["record"]) & set(train.meta["record"])
+        assert {1, 2} <= set(val.y.tolist())  # every fold shows an S and a V patient
+        held.append(set(val.meta["record"]))
+    assert set().union(*held) == set(records) and sum(map(len, held)) == 9
+    with pytest.raises(UserError, match="data.fold=3 must be in 0..2"):
+        train_val_split(table, 0.1, seed=0, by="records", folds=3, fold=3)
+    with pytest.raises(UserError, match="needs data.val_by='records'"):
+        train_val_split(table, 0.1, seed=0, by="beats", folds=3)
+    with pytest.raises(UserError, match="between 2 and 9"):
+        train_val_split(table, 0.1, seed=0, by="records", folds=10)
+
+
 def test_second_lead_beats_join_training_but_not_from_validation_records():
     records = np.repeat([f"r{i}" for i in range(8)], 50)
     y = np.tile(np.r_[np.ones(10), np.zeros(40)].astype(np.int32), 8)

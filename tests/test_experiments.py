@@ -137,3 +137,25 @@ def test_proxies_rebuild_the_same_beats_at_other_rates(mitbih_model, mitbih_tabl
     assert results["ptb_normal"]["m"]["per_class"]["N"]["support"] == 537
     assert results["ds2_lead2"]["m"]["per_class"]["N"]["support"] == int((native.y == 0).sum())
     assert (tmp_path / "out" / "proxies.md").read_text().count("| m |") == 5
+
+
+def test_crossval_validates_every_record_once_and_pools_the_folds(mitbih_tables, tmp_path):
+    import json
+
+    from heartjax.data import load_dataset
+
+    result = _run_script("crossval", "--data-dir", mitbih_tables, "--lead2", "", "--folds", 3,
+                         "--mix", "0.25", "--work", tmp_path / "work", "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads((tmp_path / "out" / "results.json").read_text())
+    train = load_dataset(mitbih_tables, "mitbih", "train")
+    held = [r for fold in out["folds"].values() for r in fold]
+    assert sorted(held) == sorted(set(train.records))  # each record validated exactly once
+    assert [r["morph_mix"] for r in out["rows"]] == [0.25, 0.75]  # and the config's own
+    for row in out["rows"]:  # pooled: every training beat is predicted once, out of fold
+        cm = np.array(row["confusion_matrix"])
+        assert cm.sum() == len(train)
+        np.testing.assert_array_equal(cm.sum(axis=1), np.bincount(train.y, minlength=5))
+        assert len(row["folds_nsv_recall"]) == 3
+    bad = _run_script("crossval", "--data-dir", mitbih_tables, "--variants", "nope")
+    assert bad.returncode == 2 and "unknown --variants nope" in bad.stderr

@@ -34,6 +34,10 @@ def test_nsv_recall_is_the_mean_recall_of_n_s_v_only():
     m = metrics.from_confusion(metrics.confusion_matrix(y, p, 5), names)
     assert m["nsv_recall"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
     assert m["macro_recall"] == pytest.approx((0.5 + 0.5 + 1.0 + 0.0) / 4)
+    # N predicted 4 times, 1 right; S twice, 1 right; V once, right
+    assert metrics.nsv_scores(m) == pytest.approx(
+        {"nsv_recall": 2 / 3, "N_recall": 0.5, "N_precision": 0.25, "S_recall": 0.5,
+         "S_precision": 0.5, "V_recall": 1.0, "V_precision": 1.0})
     assert "nsv_recall" not in metrics.from_confusion(np.eye(2), ("normal", "abnormal"))
     # only N beats (the PTB normal proxy): their recall alone, not diluted by absent S and V
     only_n = metrics.evaluate_predictions(np.zeros(4, int), np.eye(5)[[0, 0, 0, 2]],

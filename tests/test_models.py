@@ -234,6 +234,11 @@ def test_rr_features():
                                rtol=1e-5)
     assert f.shape == (2, layers.NUM_RR_FEATURES)
     assert np.isfinite(np.asarray(f)).all()  # a zero mean stays finite
+    # ratios only: the same numbers without the intervals in seconds, so doubling every
+    # interval (a slower heart) changes nothing
+    ratios = layers.rr_features(rr, seconds=False)
+    np.testing.assert_allclose(ratios, f[:, 4:], rtol=1e-6)
+    np.testing.assert_allclose(layers.rr_features(rr[:1] * 2, seconds=False), ratios[:1], atol=1e-6)
 
 
 # --- the patch-matmul convolution and the pooling variants -----------------------------------

@@ -188,6 +188,7 @@ def test_augmentations_change_beats_as_described():
         (["--config", "configs/ptb.py", "--config.data.dir=/nonexistent"], "heart_train.parq"),
         (["--config", "configs/ptb.py", "--config.train.augment.noise=-0.1"], "augment.noise"),
         (["--config", "configs/ptb.py", "--config.data.val_by=patients"], "data.val_by"),
+        (["--config", "configs/ptb.py", "--config.data.folds=3"], "data.folds=3"),
         (["--config", "configs/ptb.py", "--config.train.class_weight_scale=(1,-1)"],
          "must hold factors > 0"),
         (["--config", "configs/ptb.py", "--config.train.class_weight_scale=(1,2,3)"],
@@ -254,3 +255,22 @@ def test_missing_second_lead_table_is_one_line_error(mitbih_tables, tmp_path):
                         "--workdir", tmp_path / "w", timeout=120)
     assert_one_line_error(result, "data.extra_train", "table not found", "--leads V1,V2,V4,V5")
     assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_with_model_changes_the_mix_of_the_same_weights(mitbih_model, mitbih_tables):
+    from heartjax.data import load_dataset
+
+    model = heartjax.load_checkpoint(mitbih_model)
+    assert model.config.model.morph_mix == 0.75
+    test = load_dataset(mitbih_tables, "mitbih", "test").subset(np.arange(2000))
+
+    def proba(m):
+        return m.predict_proba(test.x, test.rr, test.records)
+
+    same = proba(model.with_model(morph_mix=0.75))
+    np.testing.assert_allclose(same, proba(model), atol=1e-6)
+    shape_only, half = proba(model.with_model(morph_mix=0.0)), proba(model.with_model(morph_mix=0.375))
+    assert np.abs(shape_only - same).max() > 0.05  # the mix matters to these beats
+    # the mixture is linear in the mix: 0.375 lies halfway between 0 and 0.75
+    np.testing.assert_allclose(half, (shape_only + same) / 2, atol=1e-5)
+    assert model.config.model.morph_mix == 0.75  # the loaded model is left as it was

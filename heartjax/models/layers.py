@@ -196,9 +196,10 @@ def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
 # --- RR features and the classification head ------------------------------------------------
 
 
-def rr_features(rr: jnp.ndarray) -> jnp.ndarray:
+def rr_features(rr: jnp.ndarray, seconds: bool = True) -> jnp.ndarray:
     """(B, 4) prev/next/local-mean/record-mean R-R in seconds -> (B, 9) log features: the four
     intervals, prev and next over the local mean, prev, next and local over the record mean.
+    `seconds=False` leaves out the four intervals themselves (B, 5): only the ratios remain.
 
     Logs make a ratio a difference and put 0.3 s and 2 s on one scale; the ratios to the
     record's mean say "premature for this patient", which transfers across patients where
@@ -208,7 +209,8 @@ def rr_features(rr: jnp.ndarray) -> jnp.ndarray:
         raise ValueError(f"rr must have shape (batch, {NUM_RR}), got {rr.shape}")
     log = jnp.log(jnp.maximum(rr, 1e-3))  # a zero interval (missing neighbours) stays finite
     local, record = log[:, 2:3], log[:, 3:4]
-    return jnp.concatenate([log, log[:, :2] - local, log[:, :3] - record], axis=-1)
+    ratios = [log[:, :2] - local, log[:, :3] - record]
+    return jnp.concatenate([log, *ratios] if seconds else ratios, axis=-1)
 
 
 def template_features(t: jnp.ndarray) -> jnp.ndarray:
@@ -230,11 +232,13 @@ class Classifier(nn.Module):
     morph_dropout: float = 0.0
     use_template: bool = False
     morph_mix: float = 0.0
+    rr_seconds: bool = True
 
     def head(self, h: jnp.ndarray, context: jnp.ndarray | None, train: bool) -> jnp.ndarray:
         return Head(num_classes=self.num_classes, hidden=self.head_hidden, dropout=self.dropout,
                     use_rr=self.use_rr, morph_dropout=self.morph_dropout,
-                    use_template=self.use_template, morph_mix=self.morph_mix)(h, context, train)
+                    use_template=self.use_template, morph_mix=self.morph_mix,
+                    rr_seconds=self.rr_seconds)(h, context, train)
 
 
 class Head(nn.Module):
@@ -253,7 +257,10 @@ class Head(nn.Module):
     shape. At evaluation the class probabilities are (1 - morph_mix) x those with the shape +
     morph_mix x those without it (returned as their logs, so a softmax gives the mixture back):
     the shape-free half transfers to new patients, the other knows the shapes. Training is
-    unchanged; 0 evaluates with the shape only."""
+    unchanged; 0 evaluates with the shape only.
+
+    `rr_seconds`: the head sees the R-R intervals in seconds as well as their ratios; False
+    keeps only the ratios, which do not carry the patient's heart rate."""
 
     num_classes: int
     hidden: Sequence[int] = ()
@@ -262,6 +269,7 @@ class Head(nn.Module):
     morph_dropout: float = 0.0
     use_template: bool = False
     morph_mix: float = 0.0
+    rr_seconds: bool = True
 
     @nn.compact
     def __call__(self, h: jnp.ndarray, context: jnp.ndarray | None, train: bool) -> jnp.ndarray:
@@ -284,7 +292,7 @@ class Head(nn.Module):
             if mix > 0:  # the same head, run on the beats with their shapes and without
                 h = jnp.concatenate([h, jnp.zeros_like(h)], axis=0)
                 context = jnp.concatenate([context, context], axis=0)
-            parts = [h, rr_features(context[:, :NUM_RR])]
+            parts = [h, rr_features(context[:, :NUM_RR], self.rr_seconds)]
             if self.use_template:
                 parts.append(template_features(context[:, NUM_RR:]))
             h = jnp.concatenate(parts, axis=-1)

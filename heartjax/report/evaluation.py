@@ -142,7 +142,8 @@ def operating_points(run: Run, best: TrialEval, test, train_path: Path,
         notes.append(f"train table unusable, no threshold for recall {target_recall:g}: {e}")
         return None
     d = predictor.config.data  # the trial's own split settings: the split training used
-    _, val = train_val_split(table, d.val_fraction, d.seed, d.get("val_by", "beats"))
+    _, val = train_val_split(table, d.val_fraction, d.seed, d.get("val_by", "beats"),
+                             d.get("folds", 0), d.get("fold", 0))
     expected = run.dataset_info.get("val_rows")
     if expected is not None and expected != len(val):
         notes.append(f"the validation split of {train_path} has {len(val)} beats but training "

@@ -1,0 +1,176 @@
+"""Cross-validation by records on DS1: every DS1 record validates once, so a choice rests on
+all 22 patients' arrhythmias instead of four held-out records'.
+
+The records are dealt into `--folds` folds (`heartjax.data.splits.record_folds`: each fold gets
+one of the richest S records, 209, 201, 207, 118, ...). For every training variant and fold a
+model trains on the other folds (choosing its epoch on the held-out fold, as
+`data.val_by=records` does), and its predictions on the held-out fold are kept. The pooled
+out-of-fold predictions score each variant over all of DS1, beat by beat, as a DS2 test would.
+Evaluation-time knobs (`model.morph_mix`, the weight of the shape-free classifier) are scored
+on the same models without training again. DS2 is not read.
+
+    python experiments/crossval.py --variants shipped,rr_seconds --mix 0.5,0.6,0.9
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from heartjax import metrics, space
+from heartjax.checkpoint import load_checkpoint
+from heartjax.cli import load_config
+from heartjax.errors import Parser, UserError, cli_entry
+from heartjax.evaluate import evaluate_table
+from heartjax.experiment import CONFIGS, quick_overrides
+
+# what training differs in; "shipped" is the config as given
+VARIANTS = {
+    "shipped": {},
+    "mlii": {"data.extra_train": ""},  # MLII alone, no second-lead beats
+    "rr_seconds": {"model.rr_seconds": True},  # the head also sees the R-R intervals in seconds
+    "rr_seconds_mlii": {"model.rr_seconds": True, "data.extra_train": ""},
+    # every class weighs as much as N
+    "rr_seconds_full_balance": {"model.rr_seconds": True, "train.class_weight_power": 1.0},
+    "morph_0.8": {"model.morph_dropout": 0.8},  # more beats train the head with their shape
+    "s_weight_2": {"train.class_weight_scale": (1.0, 2.0, 1.0, 1.0, 1.0)},  # S weighs twice
+}
+
+
+def fold_model_and_table(base, overrides: dict, folds: int, fold: int, run: Path, quick: bool):
+    """Train (unless `run` holds a finished model) and return the model and its held-out fold."""
+    from heartjax.train import load_splits, train_and_evaluate
+
+    config = space.apply(base, {**overrides, "data.folds": folds, "data.fold": fold})
+    if quick:
+        quick_overrides(config)
+    if not (run / "best.json").exists():
+        train_and_evaluate(config, run, progress=False, overwrite=True)
+    _, val = load_splits(space.apply(config, {"data.extra_train": ""}))
+    return load_checkpoint(run), val
+
+
+def record_recalls(table, pred: np.ndarray) -> dict[str, dict]:
+    """Per record of `table`: the count of S and V beats and the share of each found."""
+    out = {}
+    for record in sorted(set(table.records)):
+        rows = table.records == record
+        out[record] = {}
+        for i, c in enumerate(metrics.EC57_CLASSES):
+            truth = rows & (table.y == i)
+            out[record][c] = int(truth.sum())
+            out[record][f"{c}_recall"] = float((pred[truth] == i).mean()) if truth.any() else None
+    return out
+
+
+@cli_entry
+def main() -> None:
+    p = Parser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=f"{CONFIGS}/mitbih.py:interpatient",
+                   help="the new-patient config (default configs/mitbih.py:interpatient)")
+    p.add_argument("--data-dir", default="", help="DS1 tables (default: the config's data.dir)")
+    p.add_argument("--lead2", default=None,
+                   help="second-lead DS1 table for training (default: the config's "
+                        "data.extra_train; '' for none)")
+    p.add_argument("--folds", type=int, default=4, help="folds of DS1 records (default 4)")
+    p.add_argument("--variants", default="shipped",
+                   help=f"training variants, comma-separated, of {', '.join(VARIANTS)}")
+    p.add_argument("--mix", default="",
+                   help="evaluation-time model.morph_mix values to score too, e.g. 0.5,0.9 "
+                        "(default: the config's only)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--work", default="runs/experiments/crossval", help="run folders")
+    p.add_argument("--out", default="reports/crossval", help="results.json and results.md")
+    p.add_argument("--quick", action="store_true", help="seconds of training: checks the pipeline")
+    args = p.parse_args()
+
+    base = load_config(args.config)
+    if args.data_dir:
+        base = space.apply(base, {"data.dir": args.data_dir})
+    if args.lead2 is not None:
+        base = space.apply(base, {"data.extra_train": args.lead2})
+    if base.data.val_by != "records":
+        raise UserError(f"{args.config}: needs data.val_by='records' (folds are whole records)")
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        raise UserError(f"unknown --variants {', '.join(unknown)}; use {', '.join(VARIANTS)}")
+    try:
+        mixes = [float(m) for m in args.mix.split(",") if m.strip()]
+    except ValueError:
+        raise UserError(f"--mix {args.mix!r}: give numbers in [0, 1), e.g. 0.5,0.75") from None
+    if any(not 0.0 <= m < 1.0 for m in mixes):
+        raise UserError(f"--mix {args.mix!r}: every value must lie in [0, 1)")
+    mixes = sorted({float(base.model.morph_mix), *mixes})
+
+    rows, folds_of = [], {}
+    by_record: dict[str, dict] = {name: {} for name in names}
+    for name in names:
+        pooled = {m: None for m in mixes}
+        per_fold = {m: [] for m in mixes}
+        for fold in range(args.folds):
+            print(f"[{name} fold {fold + 1}/{args.folds}]", flush=True)
+            run = Path(args.work) / (f"{name}-fold{fold}" + (f"-seed{args.seed}" if args.seed else ""))
+            model, val = fold_model_and_table(base, {**VARIANTS[name], "train.seed": args.seed},
+                                              args.folds, fold, run, args.quick)
+            folds_of[fold] = sorted(set(val.meta["record"].astype(str)))
+            for mix in mixes:
+                m, proba = evaluate_table(model.with_model(morph_mix=mix), val)
+                if mix == base.model.morph_mix:
+                    by_record[name].update(record_recalls(val, proba.argmax(axis=1)))
+                cm = np.asarray(m["confusion_matrix"], np.int64)
+                pooled[mix] = cm if pooled[mix] is None else pooled[mix] + cm
+                per_fold[mix].append(m["nsv_recall"])
+        for mix in mixes:
+            scores = metrics.nsv_scores(metrics.from_confusion(pooled[mix], model.class_names))
+            rows.append({"variant": name, "morph_mix": mix, **scores,
+                         "folds_nsv_recall": per_fold[mix],
+                         "confusion_matrix": pooled[mix].tolist()})
+            print(f"[{name} mix {mix:g}] pooled "
+                  + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"config": args.config, "seed": args.seed, "folds": {str(k): v for k, v in folds_of.items()},
+              "rows": rows, "records": by_record}
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    text = markdown(rows, folds_of) + record_markdown(by_record, base.model.morph_mix)
+    (out / "results.md").write_text(text)
+    print(text)
+
+
+def markdown(rows: list[dict], folds_of: dict[int, list[str]]) -> str:
+    """One line per training variant and evaluation-time mix: pooled out-of-fold scores."""
+    folds = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(folds_of.items()))
+    head = ("| variant | morph_mix | N/S/V recall | N recall (precision) | S recall (precision) | "
+            "V recall (precision) | per fold |\n|---|---|---|---|---|---|---|\n")
+    lines = [
+        f"| {r['variant']} | {r['morph_mix']:g} | {r['nsv_recall']:.3f} | "
+        f"{r['N_recall']:.3f} ({r['N_precision']:.3f}) | {r['S_recall']:.3f} ({r['S_precision']:.3f}) | "
+        f"{r['V_recall']:.3f} ({r['V_precision']:.3f}) | "
+        + " / ".join(f"{v:.3f}" for v in r["folds_nsv_recall"]) + " |"
+        for r in rows
+    ]
+    return (f"Pooled out-of-fold predictions over the DS1 records (folds {folds}); the last "
+            "column is each fold's N/S/V recall.\n\n" + head + "\n".join(lines) + "\n")
+
+
+def record_markdown(by_record: dict[str, dict], mix: float, least: int = 20) -> str:
+    """S and V recall in each record holding at least `least` of that class, per variant."""
+    names = list(by_record)
+    records = sorted(next(iter(by_record.values())), key=str) if names else []
+    lines = []
+    for c in ("S", "V"):
+        rich = [r for r in records if by_record[names[0]][r][c] >= least]
+        lines.append(f"\n{c} recall in the records with at least {least} {c} beats (out of fold, "
+                     f"morph_mix {mix:g}):\n\n| record | {c} beats | " + " | ".join(names)
+                     + " |\n|---|---|" + "---|" * len(names))
+        lines += [f"| {r} | {by_record[names[0]][r][c]} | "
+                  + " | ".join(f"{by_record[n][r][c + '_recall']:.2f}" for n in names) + " |"
+                  for r in rich]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
