@@ -111,16 +111,16 @@ annotate-ds2: runs/interpatient-best/best.json
 	$(PY) -m heartjax.score --records $(MITDB) --test-dir runs/annotate-ds2 $(DS2) --json > reports/annotate_ds2.json
 	$(PY) -m heartjax.score --records $(MITDB) --test-dir runs/annotate-ds2 $(DS2) | tee reports/annotate_ds2.txt
 
-# The new-patient model and its three seeds' ensemble on recordings unlike MIT-BIH's MLII: DS2
-# cut from the second channel, DS2 resampled to 250 and 500 Hz, the PTB normal beats.
 # Cross-validation by records on DS1 (4 folds, every DS1 record validates once; DS2 unread):
-# the variants of :interpatient, out-of-fold, pooled -> reports/crossval (~65 min; the second
+# the variants of :interpatient, out-of-fold, pooled -> reports/crossval (~75 min here; the second
 # seed -> reports/crossval_seed1)
 CROSSVAL := $(PY) experiments/crossval.py --data-dir $(DATA)/interpatient --lead2 $(DATA)/interpatient_lead2/heart_big_train.parq
 crossval: setup data-interpatient
 	$(CROSSVAL) --variants shipped,mlii,rr_seconds,rr_seconds_mlii,rr_seconds_full_balance,morph_0.8,s_weight_2 --mix 0.5,0.6,0.9 --out reports/crossval
 	$(CROSSVAL) --variants shipped,rr_seconds --seed 1 --out reports/crossval_seed1
 
+# The new-patient model and its three seeds' ensemble on recordings unlike MIT-BIH's MLII: DS2
+# cut from the second channel, DS2 resampled to 250 and 500 Hz, the PTB normal beats.
 ENSEMBLE := runs/interpatient-best runs/interpatient-seed1 runs/interpatient-seed2
 proxies: $(addsuffix /best.json,$(ENSEMBLE)) | data-interpatient
 	$(PY) experiments/proxies.py --model interpatient=runs/interpatient-best --model ensemble=runs/interpatient-best,runs/interpatient-seed1,runs/interpatient-seed2 \
