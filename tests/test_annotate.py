@@ -111,3 +111,34 @@ def test_unknown_detector_or_peak_rule_is_a_user_error():
         detect_qrs(np.zeros(720), 360, peak="highest")
     with pytest.raises(UserError, match="QRS detector"):
         detect_qrs(np.zeros(720), 360, detector="pan-tompkins")
+
+
+def test_drop_unconfirmed_removes_only_small_unconfirmed_detections():
+    from heartjax.annotate import drop_unconfirmed, nearest_distance
+
+    peaks = np.arange(0, 20 * 300, 300)  # a detection every 300 samples
+    size = np.ones(len(peaks))
+    size[[5, 9, 14]] = [0.2, 0.2, 0.9]  # two small ones, one nearly full-sized
+    confirm = np.delete(peaks, [5, 14]) + 10  # 9 is confirmed by another detector
+    kept = drop_unconfirmed(peaks, size, [confirm], window=36)
+    assert list(np.setdiff1d(peaks, kept)) == [peaks[5]]  # 9 confirmed, 14 large enough
+    assert list(nearest_distance(np.array([0, 95, 400]), np.array([100, 300]))) == [100, 5, 100]
+    assert np.isinf(nearest_distance(np.array([3]), np.array([], np.int64))).all()
+
+
+def test_the_confirmation_keeps_every_reference_beat_of_record_100(record_100):
+    """Record 100's first minutes (clean): the check must drop none of the beats gqrs finds."""
+    from heartjax.annotate import detect_qrs, open_record
+    from heartjax.data.physionet import read_lead
+    from heartjax.score import Beats, count_matrix, read_beats, statistics
+
+    info = open_record(record_100)
+    signal = read_lead(info)
+    ref = read_beats(record_100, "atr")
+    qrs = {}
+    for confirm in (False, True):
+        peaks = detect_qrs(signal, info.fs, confirm=confirm)
+        qrs[confirm] = statistics(count_matrix(ref, Beats(peaks, np.zeros(len(peaks), np.int64),
+                                                          info.fs), start_s=0))["qrs"]
+    assert qrs[True]["se"] == qrs[False]["se"] >= 0.995, qrs
+    assert qrs[True]["p"] >= qrs[False]["p"] >= 0.999, qrs
