@@ -37,6 +37,12 @@ $(DATA)/interpatient_lead2/heart_big_train.parq: | setup $(MITDB)/RECORDS
 
 data-interpatient: $(DATA)/interpatient/heart_big_train.parq $(DATA)/interpatient_lead2/heart_big_train.parq
 
+# the same two tables cut from the lead band-passed to 0.5-40 Hz (`--filter bandpass`; make crossval)
+$(DATA)/interpatient_bandpass/heart_big_train.parq: | setup $(MITDB)/RECORDS
+	$(PY) -m heartjax.data build mitbih --raw $(MITDB) --out $(DATA)/interpatient_bandpass --split interpatient --filter bandpass
+$(DATA)/interpatient_bandpass_lead2/heart_big_train.parq: | setup $(MITDB)/RECORDS
+	$(PY) -m heartjax.data build mitbih --raw $(MITDB) --out $(DATA)/interpatient_bandpass_lead2 --split interpatient --leads V1,V2,V4,V5 --filter bandpass
+
 $(DATA)/ptb/heart_train.parq: | setup
 	$(PY) -m heartjax.data split $(PTB_SAMPLE) --out $(DATA)/ptb
 
@@ -113,11 +119,16 @@ annotate-ds2: runs/interpatient-best/best.json
 
 # Cross-validation by records on DS1 (4 folds, every DS1 record validates once; DS2 unread):
 # the variants of :interpatient, out-of-fold, pooled -> reports/crossval (~75 min here; the second
-# seed -> reports/crossval_seed1)
+# seed -> reports/crossval_seed1); test-time batch-norm adaptation on the shipped folds' models
+# -> reports/crossval_adapt_norm (3 min); the band-passed tables -> reports/crossval_bandpass (10 min)
 CROSSVAL := $(PY) experiments/crossval.py --data-dir $(DATA)/interpatient --lead2 $(DATA)/interpatient_lead2/heart_big_train.parq
-crossval: setup data-interpatient
+BANDPASS := $(DATA)/interpatient_bandpass/heart_big_train.parq $(DATA)/interpatient_bandpass_lead2/heart_big_train.parq
+crossval: setup data-interpatient $(BANDPASS)
 	$(CROSSVAL) --variants shipped,mlii,rr_seconds,rr_seconds_mlii,rr_seconds_full_balance,morph_0.8,s_weight_2 --mix 0.5,0.6,0.9 --out reports/crossval
 	$(CROSSVAL) --variants shipped,rr_seconds --seed 1 --out reports/crossval_seed1
+	$(CROSSVAL) --variants shipped --adapt-norm 0.5,1 --out reports/crossval_adapt_norm
+	$(PY) experiments/crossval.py --data-dir $(DATA)/interpatient_bandpass --lead2 $(DATA)/interpatient_bandpass_lead2/heart_big_train.parq \
+	  --variants shipped --work runs/experiments/crossval_bandpass --out reports/crossval_bandpass
 
 # The new-patient model and its three seeds' ensemble on recordings unlike MIT-BIH's MLII: DS2
 # cut from the second channel, DS2 resampled to 250 and 500 Hz, the PTB normal beats.

@@ -6,21 +6,24 @@ one of the richest S records, 209, 201, 207, 118, ...). For every training varia
 model trains on the other folds (choosing its epoch on the held-out fold, as
 `data.val_by=records` does), and its predictions on the held-out fold are kept. The pooled
 out-of-fold predictions score each variant over all of DS1, beat by beat, as a DS2 test would.
-Evaluation-time knobs (`model.morph_mix`, the weight of the shape-free classifier) are scored
-on the same models without training again. DS2 is not read.
+Evaluation-time knobs are scored on the same models without training again: `--mix`
+(`model.morph_mix`, the weight of the shape-free classifier) and `--adapt-norm` (test-time
+adaptation: each held-out record classified with batch-norm statistics moved that share of the
+way from the trained ones to the record's own, AdaBN, Li et al. 2016). DS2 is not read.
 
-    python experiments/crossval.py --variants shipped,rr_seconds --mix 0.5,0.6,0.9
+    python experiments/crossval.py --variants shipped,rr_seconds --mix 0.5,0.6,0.9 --adapt-norm 0.5,1
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from heartjax import metrics, space
-from heartjax.checkpoint import load_checkpoint
+from heartjax.checkpoint import Predictor, load_checkpoint
 from heartjax.cli import load_config
 from heartjax.errors import Parser, UserError, cli_entry
 from heartjax.evaluate import evaluate_table
@@ -52,6 +55,37 @@ def fold_model_and_table(base, overrides: dict, folds: int, fold: int, run: Path
     return load_checkpoint(run), val
 
 
+def adapted_proba(model: Predictor, table, share: float) -> np.ndarray:
+    """Class probabilities of `table`, each record's beats classified with the batch-norm
+    statistics moved `share` of the way from the trained ones to those of the record's own
+    beats (0: as trained). Only the record being classified is used."""
+    import jax
+
+    from heartjax.data.template import context_features
+    from heartjax.models import build_model
+    from heartjax.models.layers import BN_MOMENTUM
+
+    trained = model.variables.get("batch_stats")
+    if not trained:
+        raise UserError(f"{model.path}: the model has no batch normalisation to adapt")
+    module = build_model(model.config.model, len(model.class_names))
+    records = np.asarray(table.records).astype(str)
+    proba = np.zeros((len(table.y), len(model.class_names)))
+    for record in sorted(set(records)):
+        rows = records == record
+        x, rr = table.x[rows], table.rr[rows]
+        # one training-mode pass normalises each layer by the record's own statistics and
+        # moves the running ones (1 - momentum) of the way there: that step, undone, is them
+        _, moved = module.apply(model.variables, x, context_features(x, rr), train=True,
+                                mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(0)})
+        own = jax.tree.map(lambda new, old: (new - BN_MOMENTUM * old) / (1 - BN_MOMENTUM),
+                           moved["batch_stats"], trained)
+        stats = jax.tree.map(lambda old, new: (1 - share) * old + share * new, trained, own)
+        adapted = replace(model, variables={**model.variables, "batch_stats": stats})
+        proba[rows] = adapted.predict_proba(x, rr)
+    return proba
+
+
 def record_recalls(table, pred: np.ndarray) -> dict[str, dict]:
     """Per record of `table`: the count of S and V beats and the share of each found."""
     out = {}
@@ -80,6 +114,9 @@ def main() -> None:
     p.add_argument("--mix", default="",
                    help="evaluation-time model.morph_mix values to score too, e.g. 0.5,0.9 "
                         "(default: the config's only)")
+    p.add_argument("--adapt-norm", default="",
+                   help="test-time batch-norm adaptation shares to score too, e.g. 0.5,1 "
+                        "(each record's own statistics; default: none)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--work", default="runs/experiments/crossval", help="run folders")
     p.add_argument("--out", default="reports/crossval", help="results.json and results.md")
@@ -104,31 +141,49 @@ def main() -> None:
     if any(not 0.0 <= m < 1.0 for m in mixes):
         raise UserError(f"--mix {args.mix!r}: every value must lie in [0, 1)")
     mixes = sorted({float(base.model.morph_mix), *mixes})
+    try:
+        shares = [float(a) for a in args.adapt_norm.split(",") if a.strip()]
+    except ValueError:
+        raise UserError(f"--adapt-norm {args.adapt_norm!r}: give numbers in (0, 1], e.g. 0.5,1") from None
+    if any(not 0.0 < a <= 1.0 for a in shares):
+        raise UserError(f"--adapt-norm {args.adapt_norm!r}: every value must lie in (0, 1]")
+    if shares and base.model.get("norm") != "batch":
+        raise UserError(f"--adapt-norm needs a model with batch normalisation; {args.config} "
+                        f"has model.norm={base.model.get('norm')!r}")
+    # what is scored on each fold's model: (morph_mix, adapt_norm share)
+    settings = [(m, 0.0) for m in mixes] + [(float(base.model.morph_mix), a) for a in sorted(set(shares))]
 
     rows, folds_of = [], {}
     by_record: dict[str, dict] = {name: {} for name in names}
     for name in names:
-        pooled = {m: None for m in mixes}
-        per_fold = {m: [] for m in mixes}
+        pooled = {k: None for k in settings}
+        per_fold = {k: [] for k in settings}
         for fold in range(args.folds):
             print(f"[{name} fold {fold + 1}/{args.folds}]", flush=True)
             run = Path(args.work) / (f"{name}-fold{fold}" + (f"-seed{args.seed}" if args.seed else ""))
             model, val = fold_model_and_table(base, {**VARIANTS[name], "train.seed": args.seed},
                                               args.folds, fold, run, args.quick)
             folds_of[fold] = sorted(set(val.meta["record"].astype(str)))
-            for mix in mixes:
-                m, proba = evaluate_table(model.with_model(morph_mix=mix), val)
-                if mix == base.model.morph_mix:
+            for key in settings:
+                mix, share = key
+                mixed = model.with_model(morph_mix=mix)
+                if share:
+                    proba = adapted_proba(mixed, val, share)
+                    m = metrics.evaluate_predictions(val.y, proba, model.class_names)
+                else:
+                    m, proba = evaluate_table(mixed, val)
+                if key == (base.model.morph_mix, 0.0):
                     by_record[name].update(record_recalls(val, proba.argmax(axis=1)))
                 cm = np.asarray(m["confusion_matrix"], np.int64)
-                pooled[mix] = cm if pooled[mix] is None else pooled[mix] + cm
-                per_fold[mix].append(m["nsv_recall"])
-        for mix in mixes:
-            scores = metrics.nsv_scores(metrics.from_confusion(pooled[mix], model.class_names))
-            rows.append({"variant": name, "morph_mix": mix, **scores,
-                         "folds_nsv_recall": per_fold[mix],
-                         "confusion_matrix": pooled[mix].tolist()})
-            print(f"[{name} mix {mix:g}] pooled "
+                pooled[key] = cm if pooled[key] is None else pooled[key] + cm
+                per_fold[key].append(m["nsv_recall"])
+        for key in settings:
+            mix, share = key
+            scores = metrics.nsv_scores(metrics.from_confusion(pooled[key], model.class_names))
+            rows.append({"variant": name, "morph_mix": mix, "adapt_norm": share, **scores,
+                         "folds_nsv_recall": per_fold[key],
+                         "confusion_matrix": pooled[key].tolist()})
+            print(f"[{name} mix {mix:g} adapt {share:g}] pooled "
                   + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -143,10 +198,11 @@ def main() -> None:
 def markdown(rows: list[dict], folds_of: dict[int, list[str]]) -> str:
     """One line per training variant and evaluation-time mix: pooled out-of-fold scores."""
     folds = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(folds_of.items()))
-    head = ("| variant | morph_mix | N/S/V recall | N recall (precision) | S recall (precision) | "
-            "V recall (precision) | per fold |\n|---|---|---|---|---|---|---|\n")
+    head = ("| variant | morph_mix | adapt_norm | N/S/V recall | N recall (precision) | "
+            "S recall (precision) | V recall (precision) | per fold |\n"
+            "|---|---|---|---|---|---|---|---|\n")
     lines = [
-        f"| {r['variant']} | {r['morph_mix']:g} | {r['nsv_recall']:.3f} | "
+        f"| {r['variant']} | {r['morph_mix']:g} | {r.get('adapt_norm', 0.0):g} | {r['nsv_recall']:.3f} | "
         f"{r['N_recall']:.3f} ({r['N_precision']:.3f}) | {r['S_recall']:.3f} ({r['S_precision']:.3f}) | "
         f"{r['V_recall']:.3f} ({r['V_precision']:.3f}) | "
         + " / ".join(f"{v:.3f}" for v in r["folds_nsv_recall"]) + " |"

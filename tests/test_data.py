@@ -445,6 +445,31 @@ def test_tiny_build_split_none(mitdb_dir, tmp_path):
     assert table.x.min() >= 0 and table.x.max() <= 1
 
 
+def test_band_pass_keeps_the_qrs_band_and_removes_wander_and_mains():
+    from heartjax.data.physionet import band_pass, filtered
+
+    t = np.arange(60 * 125) / 125
+    beat, wander, mains = (np.sin(2 * np.pi * f * t) for f in (10.0, 0.1, 55.0))
+    out = band_pass(beat + 3 * wander + mains)
+    middle = slice(125 * 5, -125 * 5)  # away from the filter's edges
+    assert np.abs(out - beat)[middle].max() < 0.2  # wander (3x) and mains are gone, 10 Hz stays
+    assert np.array_equal(filtered(beat, "none"), beat)
+    with pytest.raises(UserError, match="--filter"):
+        filtered(beat, "notch")
+
+
+def test_tiny_build_with_the_band_pass_filter(mitdb_dir, tmp_path):
+    tables = {}
+    for kind in ("none", "bandpass"):
+        result = run_data_cli("build", "mitbih", "--raw", mitdb_dir, "--out", tmp_path / kind,
+                              "--records", "100", "--split", "none", "--filter", kind)
+        assert result.returncode == 0, result.stderr
+        tables[kind] = load_table(tmp_path / kind / "heart_big_all.parq")
+    plain, passed = tables["none"], tables["bandpass"]
+    assert np.array_equal(plain.y, passed.y) and passed.x.min() >= 0 and passed.x.max() <= 1
+    assert np.abs(plain.x - passed.x).mean() > 0.01  # the beats were cut from another signal
+
+
 def test_tiny_build_interpatient(mitdb_dir, tmp_path):
     result = run_data_cli("build", "mitbih", "--raw", mitdb_dir, "--out", tmp_path,
                           "--records", ",".join(TINY), "--split", "interpatient")

@@ -145,13 +145,15 @@ def test_crossval_validates_every_record_once_and_pools_the_folds(mitbih_tables,
     from heartjax.data import load_dataset
 
     result = _run_script("crossval", "--data-dir", mitbih_tables, "--lead2", "", "--folds", 3,
-                         "--mix", "0.25", "--work", tmp_path / "work", "--out", tmp_path / "out")
+                         "--mix", "0.25", "--adapt-norm", "1", "--work", tmp_path / "work",
+                         "--out", tmp_path / "out")
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads((tmp_path / "out" / "results.json").read_text())
     train = load_dataset(mitbih_tables, "mitbih", "train")
     held = [r for fold in out["folds"].values() for r in fold]
     assert sorted(held) == sorted(set(train.records))  # each record validated exactly once
-    assert [r["morph_mix"] for r in out["rows"]] == [0.25, 0.75]  # and the config's own
+    # the mix asked for and the config's own, then the config's with batch-norm adaptation
+    assert [(r["morph_mix"], r["adapt_norm"]) for r in out["rows"]] == [(0.25, 0), (0.75, 0), (0.75, 1)]
     for row in out["rows"]:  # pooled: every training beat is predicted once, out of fold
         cm = np.array(row["confusion_matrix"])
         assert cm.sum() == len(train)
@@ -159,3 +161,5 @@ def test_crossval_validates_every_record_once_and_pools_the_folds(mitbih_tables,
         assert len(row["folds_nsv_recall"]) == 3
     bad = _run_script("crossval", "--data-dir", mitbih_tables, "--variants", "nope")
     assert bad.returncode == 2 and "unknown --variants nope" in bad.stderr
+    bad = _run_script("crossval", "--data-dir", mitbih_tables, "--adapt-norm", "2")
+    assert bad.returncode == 2 and "(0, 1]" in bad.stderr

@@ -73,6 +73,9 @@ def make_parser() -> Parser:
                      help="R positions: the reference annotations, or peaks detected by the "
                           "published method and matched to an annotation within 150 ms "
                           "(default annotations)")
+    mit.add_argument("--filter", default="none", choices=("none", "bandpass"),
+                     help="none: beats cut from the lead as it is, as published; bandpass: the "
+                          "lead at 125 Hz band-passed to 0.5-40 Hz first (default none)")
     mit.add_argument("--records", default=None, metavar="A,B,...",
                      help="build only these records (default: all in RECORDS)")
 
@@ -164,7 +167,8 @@ def run_build(args: argparse.Namespace) -> None:
         records = _names(args.records) if args.records is not None else None
         physionet.build_mitbih(args.raw, args.out, split=args.split, seed=args.seed,
                                test_fraction=args.test_fraction, peaks=args.peaks,
-                               leads=leads, records=records, skip_bad=args.skip_bad)
+                               leads=leads, records=records, skip_bad=args.skip_bad,
+                               filter=args.filter)
     else:
         leads = physionet.PTB_LEADS if args.leads is None else _names(args.leads)
         physionet.build_ptb(args.raw, args.out, seed=args.seed, test_fraction=args.test_fraction,

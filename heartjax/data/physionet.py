@@ -79,6 +79,10 @@ MATCH_TOLERANCE_S = 0.150  # detected peak ↔ reference annotation
 REFRACTORY_S = 0.2
 RR_LOCAL_INTERVALS = 10
 BASELINE_CUTOFF_HZ = 0.5
+# `--filter bandpass`: the band ECG beat classifiers commonly keep before cutting beats (baseline
+# wander below it, muscle noise and mains above); MIT-BIH's published beats are cut unfiltered
+BANDPASS_HZ = (0.5, 40.0)
+FILTERS = ("none", "bandpass")
 POLARITY_PERCENTILE = 0.5  # compare the 0.5th and 99.5th percentiles: robust to a few spikes
 PTB_REASON = "reason for admission:"
 SKIP_HINT = " (or use --skip-bad)"  # the end of a bad-record message of the build
@@ -149,6 +153,23 @@ def condition(signal: np.ndarray, fs: int = FS) -> tuple[np.ndarray, bool]:
     low, high = np.percentile(flat, [POLARITY_PERCENTILE, 100 - POLARITY_PERCENTILE])
     inverted = bool(-low > high)
     return (-flat if inverted else flat), inverted
+
+
+def band_pass(signal: np.ndarray, fs: int = FS, band: tuple[float, float] = BANDPASS_HZ
+              ) -> np.ndarray:
+    """`signal` band-passed to `band` Hz (2nd-order Butterworth, zero phase); a signal shorter
+    than a second is returned as it is (too short to filter)."""
+    signal = np.asarray(signal, dtype=np.float64)
+    if len(signal) < fs:
+        return signal
+    return sosfiltfilt(butter(2, band, "bandpass", fs=fs, output="sos"), signal)
+
+
+def filtered(signal: np.ndarray, kind: str, fs: int = FS) -> np.ndarray:
+    """The lead as a table is cut from: `kind` "none" (as published) or "bandpass"."""
+    if kind not in FILTERS:
+        raise UserError(f"unknown --filter {kind!r}: use {' or '.join(FILTERS)}")
+    return band_pass(signal, fs) if kind == "bandpass" else np.asarray(signal, np.float64)
 
 
 def detect_peaks(signal: np.ndarray, fs: int = FS) -> np.ndarray:
@@ -353,9 +374,11 @@ def read_beat_annotations(info: RecordInfo) -> tuple[np.ndarray, np.ndarray]:
     return samples[order], labels[order]
 
 
-def mitbih_record_table(info: RecordInfo, peaks: str = "annotations") -> BeatTable:
-    """All AAMI beats of one MIT-BIH record, with record/sample/lead/R-R columns."""
-    signal = resample_to(read_lead(info), info.fs)
+def mitbih_record_table(info: RecordInfo, peaks: str = "annotations",
+                        filter: str = "none") -> BeatTable:
+    """All AAMI beats of one MIT-BIH record, with record/sample/lead/R-R columns; `filter`:
+    the lead at 125 Hz as it is ("none") or band-passed first ("bandpass")."""
+    signal = filtered(resample_to(read_lead(info), info.fs), filter)
     samples, labels = read_beat_annotations(info)
     rr = rr_features(samples, info.fs)
     r125 = to_rate(samples, info.fs, FS, len(signal))
@@ -465,10 +488,13 @@ def _check_interpatient(records: set[str]) -> None:
 def build_mitbih(raw_dir: str | Path, out_dir: str | Path, split: str = "kaggle", seed: int = 0,
                  test_fraction: float = 0.2, peaks: str = "annotations",
                  leads: Iterable[str] = MITBIH_LEADS, records: Iterable[str] | None = None,
-                 skip_bad: bool = False, log: Log = log_stderr) -> dict[str, Path]:
+                 skip_bad: bool = False, log: Log = log_stderr, filter: str = "none"
+                 ) -> dict[str, Path]:
     """Build MIT-BIH beat tables from WFDB records; returns the written file per part."""
     if split not in ("kaggle", "interpatient", "none"):
         raise UserError(f"unknown split {split!r}: use kaggle, interpatient or none")
+    if filter not in FILTERS:
+        raise UserError(f"unknown --filter {filter!r}: use {' or '.join(FILTERS)}")
     if peaks not in PEAK_MODES:
         raise UserError(f"unknown --peaks {peaks!r}: use annotations or detected")
     test_fraction = check_fraction(test_fraction, "--test-fraction")
@@ -480,7 +506,7 @@ def build_mitbih(raw_dir: str | Path, out_dir: str | Path, split: str = "kaggle"
     if split == "interpatient":
         _check_interpatient({i.name for i in infos})  # before minutes of work, not after
     t0 = time.perf_counter()
-    tables = _run_records(infos, lambda info: mitbih_record_table(info, peaks), skip_bad, log)
+    tables = _run_records(infos, lambda info: mitbih_record_table(info, peaks, filter), skip_bad, log)
     table = concat_tables(tables, "mitbih")
     if not len(table):
         raise UserError("no beats were extracted; check the records and --peaks")

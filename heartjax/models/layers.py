@@ -171,11 +171,15 @@ def pooled_length(length: int, window: int, stride: int) -> int:
 # --- normalisation, positions ---------------------------------------------------------------
 
 
+# batch norm's running statistics keep this share of themselves at each training step;
+# 0.9 = PyTorch's 0.1: short runs need statistics that catch up quickly
+BN_MOMENTUM = 0.9
+
+
 def norm(kind: str, train: bool) -> Callable[[jnp.ndarray], jnp.ndarray]:
     """Normalisation over the channel axis: "batch" | "layer" | "none" (call inside compact)."""
     if kind == "batch":
-        # momentum 0.9 = PyTorch's 0.1: short runs need statistics that catch up quickly
-        return nn.BatchNorm(use_running_average=not train, momentum=0.9)
+        return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM)
     if kind == "layer":
         return nn.LayerNorm()
     if kind == "none":
