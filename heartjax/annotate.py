@@ -130,13 +130,9 @@ def _xqrs(signal: np.ndarray, fs: float) -> np.ndarray:
     return np.asarray(xqrs_detect(sig=signal, fs=fs, verbose=False), dtype=np.int64)
 
 
-# wfdb's two QRS detectors; experiments/qrs_detectors.py measures them on the DS1 records
-DETECTORS = {"gqrs": _gqrs, "xqrs": _xqrs}
-
-
-def confirming_peaks(signal: np.ndarray, fs: float) -> list[np.ndarray] | None:
-    """The R peaks of each of CONFIRMERS (neurokit2 on its own cleaned signal); None when
-    neurokit2 cannot run on this signal (then no detection is dropped)."""
+def neurokit_peaks(signal: np.ndarray, fs: float, methods: Sequence[str]) -> list[np.ndarray] | None:
+    """The R peaks of each of neurokit2's `methods`, on neurokit2's own cleaned signal; None
+    when neurokit2 cannot run on this signal (too short or flat)."""
     import warnings
 
     import neurokit2 as nk
@@ -147,9 +143,28 @@ def confirming_peaks(signal: np.ndarray, fs: float) -> list[np.ndarray] | None:
             warnings.simplefilter("ignore")  # neurokit2 warns about short or flat signals
             clean = nk.ecg_clean(signal, sampling_rate=rate)
             return [np.asarray(nk.ecg_peaks(clean, sampling_rate=rate, method=m)[1]["ECG_R_Peaks"],
-                               np.int64) for m in CONFIRMERS]
-    except Exception:  # noqa: BLE001 - a detector that fails on a record confirms nothing
+                               np.int64) for m in methods]
+    except Exception:  # noqa: BLE001 - a detector that fails on a record finds nothing
         return None
+
+
+def _neurokit(method: str):
+    def detect(signal: np.ndarray, fs: float) -> np.ndarray:
+        found = neurokit_peaks(signal, fs, (method,))
+        return found[0] if found else np.zeros(0, np.int64)
+
+    return detect
+
+
+# wfdb's two QRS detectors and four of neurokit2's; experiments/qrs_detectors.py measures them
+# on the DS1 records (gqrs is the best of them)
+DETECTORS = {"gqrs": _gqrs, "xqrs": _xqrs,
+             **{m: _neurokit(m) for m in ("neurokit", "kalidas2017", "hamilton2002", "engzeemod2012")}}
+
+
+def confirming_peaks(signal: np.ndarray, fs: float) -> list[np.ndarray] | None:
+    """The R peaks of each of CONFIRMERS; None when they cannot run (then nothing is dropped)."""
+    return neurokit_peaks(signal, fs, CONFIRMERS)
 
 
 def nearest_distance(peaks: np.ndarray, other: np.ndarray) -> np.ndarray:
@@ -345,9 +360,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="folder for RECORD.hjx (WFDB annotations) and RECORD.csv")
     parser.add_argument("--lead", help=f"signal name to use (default: the first of {', '.join(LEADS)})")
-    parser.add_argument("--detector", choices=sorted(DETECTORS), default="gqrs",
-                        help="wfdb's QRS detector (default gqrs: the better one on the DS1 records, "
-                             "experiments/qrs_detectors.py)")
+    parser.add_argument("--detector", choices=list(DETECTORS), default="gqrs",
+                        help="QRS detector: wfdb's gqrs or xqrs, or one of neurokit2's (default "
+                             "gqrs: the best of them on the DS1 records, experiments/qrs_detectors.py)")
     parser.add_argument("--no-confirm", dest="confirm", action="store_false",
                         help="keep every detection (default: drop those that neither of neurokit2's "
                              "detectors confirms and that are under half their neighbours' size)")
