@@ -2,9 +2,10 @@
 
 From the raw signal alone, at any sampling frequency and gain:
 1. the lead, by name from LEADS (MLII first, as the table build; `--lead` overrides);
-2. QRS complexes by wfdb's `gqrs` (PhysioNet's detector; `xqrs` on request), each moved to its
-   R peak (within 50 ms, the largest deviation from the 200 ms local mean: gqrs marks about
-   35 ms before the peak, where the reference annotations and the beat windows start); a
+2. QRS complexes by wfdb's `gqrs` (PhysioNet's detector; `--detector` picks wfdb's `xqrs` or
+   one of neurokit2's), each moved to its R peak (within 50 ms, the largest deviation from the
+   200 ms local mean: gqrs marks about 35 ms before the peak, where the reference annotations
+   and the beat windows start); a
    detection that neither of two neurokit2 detectors confirms and that is under half its
    neighbours' size is dropped (a T wave or noise: `drop_unconfirmed`);
 3. each beat cut exactly as the table build cuts it (`physionet.extract_beats` on the lead
@@ -21,7 +22,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +49,7 @@ from heartjax.errors import Parser, UserError, cli_entry
 LEADS = (*MITBIH_LEADS, "II", "ii", "ECG", "ECG1")
 DEFAULT_CHECKPOINT = "runs/interpatient-best"  # the new-patient model (`make interpatient-best`)
 EXTENSION = "hjx"
-PEAK_SEARCH_S = 0.05  # a gqrs detection → the R peak this close to it
+PEAK_SEARCH_S = 0.05  # a detection → the R peak this close to it
 BASELINE_S = 0.2  # the local mean the R peak deviates from
 PEAK_RULES = ("deviation", "max")
 # the check of each detection against other published detectors (experiments/qrs_detectors.py
@@ -148,7 +149,7 @@ def neurokit_peaks(signal: np.ndarray, fs: float, methods: Sequence[str]) -> lis
         return None
 
 
-def _neurokit(method: str):
+def _neurokit(method: str) -> Callable[[np.ndarray, float], np.ndarray]:
     def detect(signal: np.ndarray, fs: float) -> np.ndarray:
         found = neurokit_peaks(signal, fs, (method,))
         return found[0] if found else np.zeros(0, np.int64)
