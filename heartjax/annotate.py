@@ -209,17 +209,16 @@ def detect_qrs(signal: np.ndarray, fs: float, detector: str = "gqrs",
     found = np.sort(DETECTORS[detector](signal, fs))
     # the R peak: the largest deviation from the local mean, up or down (a V beat's main
     # deflection is often negative)
-    deviation = (np.abs(signal - uniform_filter1d(signal, max(1, round(BASELINE_S * fs))))
-                 if peak == "deviation" else signal)
+    deviation = np.abs(signal - uniform_filter1d(signal, max(1, round(BASELINE_S * fs))))
+    target = deviation if peak == "deviation" else signal
     half = max(1, round(PEAK_SEARCH_S * fs))
-    peaks = np.array([max(0, q - half) + int(np.argmax(deviation[max(0, q - half):q + half + 1]))
+    peaks = np.array([max(0, q - half) + int(np.argmax(target[max(0, q - half):q + half + 1]))
                       for q in found], dtype=np.int64)
     peaks = np.unique(peaks)  # two detections of one complex reach one peak
     others = confirming_peaks(signal, fs) if confirm and len(peaks) else None
     if others is None:
         return peaks
-    size = np.abs(signal - uniform_filter1d(signal, max(1, round(BASELINE_S * fs))))[peaks]
-    return drop_unconfirmed(peaks, size, others, round(CONFIRM_S * fs))
+    return drop_unconfirmed(peaks, deviation[peaks], others, round(CONFIRM_S * fs))
 
 
 def _check_model(model: Predictor | Ensemble) -> None:
