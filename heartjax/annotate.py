@@ -5,9 +5,9 @@ From the raw signal alone, at any sampling frequency and gain:
 2. QRS complexes by wfdb's `gqrs` (PhysioNet's detector; `--detector` picks wfdb's `xqrs` or
    one of neurokit2's), each moved to its R peak (within 50 ms, the largest deviation from the
    200 ms local mean: gqrs marks about 35 ms before the peak, where the reference annotations
-   and the beat windows start); a
-   detection that neither of two neurokit2 detectors confirms and that is under half its
-   neighbours' size is dropped (a T wave or noise: `drop_unconfirmed`);
+   and the beat windows start); a detection that neither of two neurokit2 detectors confirms
+   and that is under half its neighbours' size is dropped (a T wave or noise:
+   `drop_unconfirmed`);
 3. each beat cut exactly as the table build cuts it (`physionet.extract_beats` on the lead
    resampled to 125 Hz), the R-R intervals and template features from the detected beats;
 4. the checkpoint's model (or the ensemble of several).
@@ -163,11 +163,6 @@ DETECTORS = {"gqrs": _gqrs, "xqrs": _xqrs,
              **{m: _neurokit(m) for m in ("neurokit", "kalidas2017", "hamilton2002", "engzeemod2012")}}
 
 
-def confirming_peaks(signal: np.ndarray, fs: float) -> list[np.ndarray] | None:
-    """The R peaks of each of CONFIRMERS; None when they cannot run (then nothing is dropped)."""
-    return neurokit_peaks(signal, fs, CONFIRMERS)
-
-
 def nearest_distance(peaks: np.ndarray, other: np.ndarray) -> np.ndarray:
     """For each of `peaks`, the distance (samples) to the nearest of the sorted `other`."""
     if not len(other):
@@ -215,8 +210,8 @@ def detect_qrs(signal: np.ndarray, fs: float, detector: str = "gqrs",
     peaks = np.array([max(0, q - half) + int(np.argmax(target[max(0, q - half):q + half + 1]))
                       for q in found], dtype=np.int64)
     peaks = np.unique(peaks)  # two detections of one complex reach one peak
-    others = confirming_peaks(signal, fs) if confirm and len(peaks) else None
-    if others is None:
+    others = neurokit_peaks(signal, fs, CONFIRMERS) if confirm and len(peaks) else None
+    if others is None:  # nothing to check against: every detection stays
         return peaks
     return drop_unconfirmed(peaks, deviation[peaks], others, round(CONFIRM_S * fs))
 

@@ -163,3 +163,27 @@ def test_crossval_validates_every_record_once_and_pools_the_folds(mitbih_tables,
     assert bad.returncode == 2 and "unknown --variants nope" in bad.stderr
     bad = _run_script("crossval", "--data-dir", mitbih_tables, "--adapt-norm", "2")
     assert bad.returncode == 2 and "(0, 1]" in bad.stderr
+
+
+def test_batch_norm_adaptation_normalises_each_record_by_its_own_beats(mitbih_model, mitbih_tables):
+    """With share 1 a record is classified as a training-mode pass over its beats classifies
+    it (batch norm on the batch's statistics; dropout off): the undone momentum step is exact."""
+    import jax
+
+    from experiments.crossval import adapted_proba
+    from heartjax.checkpoint import load_checkpoint
+    from heartjax.data import load_dataset
+    from heartjax.data.template import context_features
+    from heartjax.models import build_model
+
+    model = load_checkpoint(mitbih_model).with_model(morph_mix=0.0, morph_dropout=0.0, dropout=0.0)
+    table = load_dataset(mitbih_tables, "mitbih", "test")
+    table = table.subset(np.flatnonzero(np.asarray(table.records).astype(str) == table.records[0])[:400])
+    module = build_model(model.config.model, len(model.class_names))
+    logits, _ = module.apply(model.variables, table.x, context_features(table.x, table.rr),
+                             train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(0)})
+    adapted = adapted_proba(model, table, 1.0)
+    np.testing.assert_allclose(adapted, np.asarray(jax.nn.softmax(logits)), atol=2e-4)
+    trained = model.predict_proba(table.x, table.rr)
+    assert np.abs(adapted - trained).max() > 1e-3  # the record's statistics are not the trained ones
+    np.testing.assert_allclose(adapted_proba(model, table, 0.0), trained, atol=1e-5)  # share 0
