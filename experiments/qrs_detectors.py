@@ -2,13 +2,14 @@
 detectors, should `heartjax.annotate` use? wfdb's gqrs and xqrs, each followed by annotate's move
 to the R peak (the largest deviation from the local mean, or the largest sample), then with the
 deviation rule also with annotate's check (`drop_unconfirmed`: a detection neither of
-neurokit2's detectors confirms and under half its neighbours' size goes); four of neurokit2's
-detectors alone (deviation rule); on the lead annotate picks: QRS Se/+P as EC57 counts them (150 ms, from
-5 minutes on) and, per class, the share of matched beats whose peak lies within one 125 Hz sample
-of the reference annotation (where the training beats start). Measured on the DS1 records (the
-training records of the new-patient protocol), so that choosing cannot look at DS2.
+neurokit2's detectors confirms and under half its neighbours' size goes); the rest of
+annotate's detectors (neurokit2's) alone, deviation rule. On the lead annotate picks: QRS Se/+P
+as EC57 counts them (150 ms, from 5 minutes on) and, per class, the share of matched beats whose
+peak lies within one 125 Hz sample of the reference annotation (where the training beats start).
+Measured on the DS1 records (the training records of the new-patient protocol), so that
+choosing cannot look at DS2.
 
-    python experiments/qrs_detectors.py [--records DIR] [--out reports/qrs_detectors.json] [RECORD ...]
+    python experiments/qrs_detectors.py [--records-dir DIR] [--out reports/qrs_detectors.json] [RECORD ...]
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ def main() -> None:
     p.add_argument("--out", default="reports/qrs_detectors.json")
     args = p.parse_args()
     raw = Path(args.records_dir)
-    methods = [(d, rule, False) for d in ("gqrs", "xqrs") for rule in PEAK_RULES]
-    methods += [(d, "deviation", True) for d in ("gqrs", "xqrs")]
-    methods += [(d, "deviation", False) for d in DETECTORS if d not in ("gqrs", "xqrs")]
+    wfdb_detectors = ("gqrs", "xqrs")  # each peak rule, and with the check
+    methods = [(d, rule, False) for d in wfdb_detectors for rule in PEAK_RULES]
+    methods += [(d, "deviation", True) for d in wfdb_detectors]
+    methods += [(d, "deviation", False) for d in DETECTORS if d not in wfdb_detectors]
     rows = []
     pooled = {m: np.zeros((6, 6), np.int64) for m in methods}
     aligned = {m: np.zeros((2, len(CLASSES)), np.int64) for m in methods}  # within, matched
