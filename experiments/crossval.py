@@ -29,6 +29,13 @@ from heartjax.errors import Parser, UserError, cli_entry
 from heartjax.evaluate import evaluate_table
 from heartjax.experiment import CONFIGS, quick_overrides
 
+FIRST_TRIAL = {
+    "model.morph_dropout": 0.8, "model.channels": 32, "model.kernel_size": 5, "model.norm": "none",
+    "model.head_hidden": (32, 32), "train.class_weight_power": 1.0, "train.learning_rate": 1e-3,
+    "train.weight_decay": 1e-4, "train.augment.scale": 0.0, "train.augment.noise": 0.0,
+    "train.augment.wander": 0.0, "train.augment.stretch": 0.0,
+}
+
 # what training differs in; "shipped" is the config as given
 VARIANTS = {
     "shipped": {},
@@ -39,6 +46,11 @@ VARIANTS = {
     "rr_seconds_full_balance": {"model.rr_seconds": True, "train.class_weight_power": 1.0},
     "morph_0.8": {"model.morph_dropout": 0.8},  # more beats train the head with their shape
     "s_weight_2": {"train.class_weight_scale": (1.0, 2.0, 1.0, 1.0, 1.0)},  # S weighs twice
+    # the new-patient search's first trial: the resnet1d's own 32 channels of kernel 5 without
+    # normalisation, head (32, 32), morphology dropout 0.8, full class balance, no augmentation
+    "first_trial": {**FIRST_TRIAL, "model.rr_seconds": True, "data.extra_train": ""},
+    # the same with what cross-validation chose since: R-R ratios only, both leads
+    "first_trial_ratios": FIRST_TRIAL,
 }
 
 

@@ -165,6 +165,25 @@ def test_crossval_validates_every_record_once_and_pools_the_folds(mitbih_tables,
     assert bad.returncode == 2 and "(0, 1]" in bad.stderr
 
 
+def test_every_crossval_variant_sets_knobs_the_interpatient_config_has():
+    import importlib.util
+
+    from heartjax import space
+
+    spec = importlib.util.spec_from_file_location("crossval", REPO / "experiments/crossval.py")
+    crossval = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(crossval)
+    base = load_config(str(REPO / "configs/mitbih.py:interpatient"))
+    for name, overrides in crossval.VARIANTS.items():
+        config = space.apply(base, overrides)  # a misspelt knob is a KeyError here
+        for path, value in overrides.items():
+            node = config
+            for part in path.split("."):
+                node = node[part]
+            assert node == value, (name, path)
+    assert crossval.VARIANTS["first_trial"]["data.extra_train"] == ""  # MLII alone
+
+
 def test_batch_norm_adaptation_normalises_each_record_by_its_own_beats(mitbih_model, mitbih_tables):
     """With share 1 a record is classified as a training-mode pass over its beats classifies
     it (batch norm on the batch's statistics; dropout off): the undone momentum step is exact."""
