@@ -410,15 +410,26 @@ def trial_states(ray_dir: Path) -> dict[str, str]:
     return {t.trial_id: t.status for t in ExperimentAnalysis(str(ray_dir)).trials}
 
 
-def trial_status(result, ray_state: str) -> str:
-    """finished (all epochs or early stop), stopped (by the scheduler), error, or interrupted."""
+def run_was_cut(states: dict[str, str]) -> bool:
+    """Whether the search ended with trials still to run (Ctrl-C, SIGTERM, the time budget):
+    a search that ends by itself leaves none RUNNING or PENDING."""
+    return any(s in ("RUNNING", "PENDING") for s in states.values())
+
+
+def trial_status(result, ray_state: str, cut: bool = True) -> str:
+    """finished (all epochs or early stop), stopped (by the scheduler), error, or interrupted.
+    `cut`: whether the search itself was cut short (`run_was_cut`)."""
     if result.error is not None or ray_state == "ERROR":
         return "error"
     if (result.metrics or {}).get("final"):
         # its last epoch is reported and on disk, whatever Ray's state: HyperBandForBOHB can
         # pause a trial on the last report of a function that then returns, leaving it PAUSED
         return "finished"
-    return "stopped" if ray_state == "TERMINATED" else "interrupted"  # --resume runs it again
+    if ray_state == "TERMINATED" or (ray_state == "PAUSED" and not cut):
+        # HyperBandForBOHB pauses a trial at a rung and may stop it there; when the stop meets
+        # the pause's checkpoint, Ray can record it PAUSED in a search that ended by itself
+        return "stopped"
+    return "interrupted"  # --resume runs it again
 
 
 def _error_line(error: BaseException) -> str:
@@ -433,6 +444,7 @@ def write_tables(workdir: Path, results, config, searched, wall_s: float) -> dic
     """`trials.csv` (one row per trial), `epochs.csv` (one per trial-epoch), `summary.json`."""
     t = config.tune
     states = trial_states(workdir / RAY_DIR)
+    cut = run_was_cut(states)
     rows, epochs, members = [], [], []
     values_of: dict[str, dict[str, Any]] = {}
     for result in results:
@@ -441,7 +453,7 @@ def write_tables(workdir: Path, results, config, searched, wall_s: float) -> dic
         config_of = result.config or {}
         values = config_of.get("params", config_of)  # BOHB passes the values flat
         df = result.metrics_dataframe
-        row: dict[str, Any] = {"trial_id": trial_id, "status": trial_status(result, states.get(trial_id, ""))}
+        row: dict[str, Any] = {"trial_id": trial_id, "status": trial_status(result, states.get(trial_id, ""), cut)}
         row.update({f"param:{k}": v for k, v in values.items()})
         values_of[trial_id] = values
         if t.ladder and df is not None and len(df) and t.metric in df:

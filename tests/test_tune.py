@@ -222,24 +222,34 @@ def test_ctrl_c_on_a_ladder_says_how_to_resume_and_resume_finishes(ptb_tables, t
 
 
 @pytest.mark.parametrize(
-    "error, state, metrics, status",
+    "error, state, metrics, cut, status",
     [
-        (None, "TERMINATED", {"final": 1}, "finished"),
-        (None, "TERMINATED", {"final": 0}, "stopped"),
+        (None, "TERMINATED", {"final": 1}, False, "finished"),
+        (None, "TERMINATED", {"final": 0}, False, "stopped"),
         # HyperBandForBOHB can leave a trial that reported its last epoch PAUSED
-        (None, "PAUSED", {"final": 1}, "finished"),
-        (None, "PAUSED", {"final": 0}, "interrupted"),
-        (None, "RUNNING", {}, "interrupted"),
-        (RuntimeError("x"), "TERMINATED", {"final": 1}, "error"),
-        (None, "ERROR", None, "error"),
+        (None, "PAUSED", {"final": 1}, True, "finished"),
+        # ... and one it paused at a rung, then stopped, in a search that ended by itself
+        (None, "PAUSED", {"final": 0}, False, "stopped"),
+        (None, "PAUSED", {"final": 0}, True, "interrupted"),  # Ctrl-C: --resume goes on
+        (None, "RUNNING", {}, True, "interrupted"),
+        (RuntimeError("x"), "TERMINATED", {"final": 1}, False, "error"),
+        (None, "ERROR", None, False, "error"),
     ],
 )
-def test_trial_status(error, state, metrics, status):
+def test_trial_status(error, state, metrics, cut, status):
     from types import SimpleNamespace
 
     from heartjax.tune import trial_status
 
-    assert trial_status(SimpleNamespace(error=error, metrics=metrics), state) == status
+    assert trial_status(SimpleNamespace(error=error, metrics=metrics), state, cut) == status
+
+
+def test_a_search_is_cut_when_trials_are_left_to_run():
+    from heartjax.tune import run_was_cut
+
+    assert not run_was_cut({"a": "TERMINATED", "b": "PAUSED", "c": "ERROR"})
+    assert run_was_cut({"a": "TERMINATED", "b": "PAUSED", "c": "PENDING"})
+    assert run_was_cut({"a": "RUNNING"})
 
 
 def _free_port() -> int:
