@@ -12,6 +12,9 @@ adaptation: each held-out record classified with batch-norm statistics moved tha
 way from the trained ones to the record's own, AdaBN, Li et al. 2016). DS2 is not read.
 
     python experiments/crossval.py --variants shipped,rr_seconds --mix 0.5,0.6,0.9 --adapt-norm 0.5,1
+
+Any field of the config can be overridden as for training (`--config.model.use_rhythm=False`);
+a fold's model is reused from `--work` only when it was trained with the same config.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ import numpy as np
 
 from heartjax import metrics, space
 from heartjax.checkpoint import Predictor, load_checkpoint
-from heartjax.cli import load_config
-from heartjax.errors import Parser, UserError, cli_entry
+from heartjax.cli import parse_config_flags
+from heartjax.errors import UserError, cli_entry
 from heartjax.evaluate import evaluate_table
 from heartjax.experiment import CONFIGS, quick_overrides
 
@@ -46,6 +49,8 @@ VARIANTS = {
     "rr_seconds_full_balance": {"model.rr_seconds": True, "train.class_weight_power": 1.0},
     "morph_0.8": {"model.morph_dropout": 0.8},  # more beats train the head with their shape
     "s_weight_2": {"train.class_weight_scale": (1.0, 2.0, 1.0, 1.0, 1.0)},  # S weighs twice
+    # the head does not see the rhythm around the beat (heartjax.data.rhythm)
+    "no_rhythm": {"model.use_rhythm": False},
     # the new-patient search's first trial: the resnet1d's own 32 channels of kernel 5 without
     # normalisation, head (32, 32), morphology dropout 0.8, full class balance, no augmentation
     "first_trial": {**FIRST_TRIAL, "model.rr_seconds": True, "data.extra_train": ""},
@@ -63,6 +68,9 @@ def fold_model_and_table(base, overrides: dict, folds: int, fold: int, run: Path
         quick_overrides(config)
     if not (run / "best.json").exists():
         train_and_evaluate(config, run, progress=False, overwrite=True)
+    elif json.loads((run / "config.json").read_text()) != json.loads(config.to_json_best_effort()):
+        raise UserError(f"{run} holds a model of another config than this variant's; pick "
+                        "another --work for these config overrides")
     _, val = load_splits(space.apply(config, {"data.extra_train": ""}))
     return load_checkpoint(run), val
 
@@ -73,7 +81,7 @@ def adapted_proba(model: Predictor, table, share: float) -> np.ndarray:
     beats (0: as trained). Only the record being classified is used."""
     import jax
 
-    from heartjax.data.template import context_features
+    from heartjax.data import context_features
     from heartjax.models import build_model
     from heartjax.models.layers import BN_MOMENTUM
 
@@ -113,29 +121,23 @@ def record_recalls(table, pred: np.ndarray) -> dict[str, dict]:
 
 @cli_entry
 def main() -> None:
-    p = Parser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default=f"{CONFIGS}/mitbih.py:interpatient",
-                   help="the new-patient config (default configs/mitbih.py:interpatient)")
-    p.add_argument("--data-dir", default="", help="DS1 tables (default: the config's data.dir)")
-    p.add_argument("--lead2", default=None,
-                   help="second-lead DS1 table for training (default: the config's "
-                        "data.extra_train; '' for none)")
-    p.add_argument("--folds", type=int, default=4, help="folds of DS1 records (default 4)")
-    p.add_argument("--variants", default="shipped",
-                   help=f"training variants, comma-separated, of {', '.join(VARIANTS)}")
-    p.add_argument("--mix", default="",
-                   help="evaluation-time model.morph_mix values to score too, e.g. 0.5,0.9 "
-                        "(default: the config's only)")
-    p.add_argument("--adapt-norm", default="",
-                   help="test-time batch-norm adaptation shares to score too, e.g. 0.5,1 "
-                        "(each record's own statistics; default: none)")
-    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    p.add_argument("--work", default="runs/experiments/crossval", help="run folders")
-    p.add_argument("--out", default="reports/crossval", help="results.json and results.md")
-    p.add_argument("--quick", action="store_true", help="seconds of training: checks the pipeline")
-    args = p.parse_args()
-
-    base = load_config(args.config)
+    base, args = parse_config_flags(None, __doc__.split("\n\n")[0], extra=[
+        ("--data-dir", dict(default="", help="DS1 tables (default: the config's data.dir)")),
+        ("--lead2", dict(default=None, help="second-lead DS1 table for training (default: the "
+                                            "config's data.extra_train; '' for none)")),
+        ("--folds", dict(type=int, default=4, help="folds of DS1 records (default 4)")),
+        ("--variants", dict(default="shipped", help="training variants, comma-separated, of "
+                                                    + ", ".join(VARIANTS))),
+        ("--mix", dict(default="", help="evaluation-time model.morph_mix values to score too, "
+                                        "e.g. 0.5,0.9 (default: the config's only)")),
+        ("--adapt-norm", dict(default="", help="test-time batch-norm adaptation shares to score "
+                                               "too, e.g. 0.5,1 (each record's own statistics; "
+                                               "default: none)")),
+        ("--seed", dict(type=int, default=0, help="training seed (default 0)")),
+        ("--work", dict(default="runs/experiments/crossval", help="run folders")),
+        ("--out", dict(default="reports/crossval", help="results.json and results.md")),
+        ("--quick", dict(action="store_true", help="seconds of training: checks the pipeline")),
+    ], default_config=f"{CONFIGS}/mitbih.py:interpatient")
     if args.data_dir:
         base = space.apply(base, {"data.dir": args.data_dir})
     if args.lead2 is not None:

@@ -224,8 +224,9 @@ class Predictor:
         x, rr = self._check(beats, rr)
         if records is not None and len(records) != len(x):
             raise UserError(f"records must name the record of each of the {len(x)} beats; got {len(records)}")
-        # the per-record medians only matter to a template model; the others read 4 columns
-        ctx = (context_features(x, rr, records) if self.config.model.get("use_template", False)
+        # the per-record features only matter to a template or rhythm model; the others read 4 columns
+        m = self.config.model
+        ctx = (context_features(x, rr, records) if m.get("use_template", False) or m.get("use_rhythm", False)
                else np.pad(rr, ((0, 0), (0, CONTEXT_WIDTH - rr.shape[1]))))
         batch = int(self.config.train.get("eval_batch_size", 1024))
         return predict.predict_proba(self._predict_fn, self.variables, x, ctx, batch)

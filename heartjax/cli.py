@@ -82,15 +82,19 @@ def parse_config_flags(
     argv: Sequence[str] | None,
     description: str,
     extra: Sequence[tuple[str, dict]] = (),
+    default_config: str | None = None,
 ) -> tuple[ml_collections.ConfigDict, argparse.Namespace]:
-    """Parse `--config FILE[:variant]`, `--config.x.y=v` overrides and the CLI's own flags."""
+    """Parse `--config FILE[:variant]` (required unless `default_config`), `--config.x.y=v`
+    overrides and the CLI's own flags."""
     parser = Parser(
         description=description,
         epilog="Override any config field: --config.train.learning_rate=3e-4 "
         "--config.model.name=cnn2d (see the config file for all fields).",
     )
     parser.add_argument(
-        "--config", required=True, help="config file and optional variant, e.g. configs/mitbih.py:cnn2d"
+        "--config", required=default_config is None, default=default_config,
+        help="config file and optional variant, e.g. configs/mitbih.py:cnn2d"
+        + (f" (default {default_config})" if default_config else ""),
     )
     for name, kwargs in extra:
         parser.add_argument(name, **kwargs)

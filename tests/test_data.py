@@ -18,6 +18,7 @@ import wfdb
 from heartjax.data import (
     CLASS_NAMES,
     CONTEXT_WIDTH,
+    RHYTHM_FEATURES,
     RR_COLUMNS,
     SIGNAL_LEN,
     TABLE_FILES,
@@ -29,6 +30,7 @@ from heartjax.data import (
     load_kaggle_ptb,
     load_table,
     physionet,
+    rhythm_features,
     stratified_split,
     template_features,
     train_val_split,
@@ -198,6 +200,35 @@ def test_template_features_compare_a_beat_with_its_records_median():
     assert np.isfinite(flat).all() and (flat == 0).all()  # nothing to compare: no NaN
     ctx = context_features(x, np.ones((7, 4)), None)
     assert ctx.shape == (7, CONTEXT_WIDTH) and (ctx[:, :4] == 1).all()
+
+
+def test_rhythm_features_tell_a_premature_beat_from_an_irregular_rhythm():
+    rng = np.random.default_rng(0)
+    # record a: a steady 0.8 s rhythm with a premature beat (0.5 s, then a 1.1 s pause) every
+    # 20th beat; record b: intervals drawn anew for each beat, as in atrial fibrillation
+    steady = np.full(200, 0.8)
+    steady[20::20], steady[21::20] = 0.5, 1.1
+    irregular = rng.uniform(0.4, 1.2, 200)
+    samples = [np.concatenate([[0], np.cumsum(r)]) * 360 for r in (steady, irregular)]
+    rr = np.concatenate([physionet.rr_features(s, 360) for s in samples])
+    records = np.repeat(["a", "b"], 201)
+    f = rhythm_features(rr, records)
+    assert RHYTHM_FEATURES == ("rr_irregularity", "prev_local_median", "next_local_median",
+                               "prev_record_median")
+    assert f.shape == (402, 4) and f.dtype == np.float32 and np.isfinite(f).all()
+    premature = np.flatnonzero(np.isclose(rr[:201, 0], 0.5))  # beats that follow the 0.5 s
+    ordinary = np.setdiff1d(np.arange(40, 160), np.concatenate([premature - 1, premature, premature + 1]))
+    # the rhythm is steady around the premature beats: their own steps do not move the median
+    assert np.abs(f[40:160, 0]).max() < 1e-6
+    assert np.median(f[201 + 40:201 + 160, 0]) > 0.2  # irregular everywhere
+    np.testing.assert_allclose(f[premature, 1], np.log(0.5 / 0.8), atol=1e-6)  # early by 0.5/0.8
+    np.testing.assert_allclose(f[premature, 2], np.log(1.1 / 0.8), atol=1e-6)  # then the pause
+    np.testing.assert_allclose(f[premature, 3], np.log(0.5 / 0.8), atol=1e-6)
+    np.testing.assert_allclose(f[ordinary, 1:], 0.0, atol=1e-6)
+    # the records are separate: b's irregularity is not a's, and one record alone gives the same
+    np.testing.assert_array_equal(f[:201], rhythm_features(rr[:201]))
+    ctx = context_features(np.zeros((402, 187), np.float32), rr, records)
+    np.testing.assert_array_equal(ctx[:, -4:], f)
 
 
 def test_ptb_label_from_header_comments():

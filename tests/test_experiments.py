@@ -161,6 +161,12 @@ def test_crossval_validates_every_record_once_and_pools_the_folds(mitbih_tables,
         assert len(row["folds_nsv_recall"]) == 3
     bad = _run_script("crossval", "--data-dir", mitbih_tables, "--variants", "nope")
     assert bad.returncode == 2 and "unknown --variants nope" in bad.stderr
+    # a config override trains its own models: the folds' models of another config are not reused
+    bad = _run_script("crossval", "--data-dir", mitbih_tables, "--lead2", "", "--folds", 3,
+                      "--config.model.use_rhythm=False", "--work", tmp_path / "work",
+                      "--out", tmp_path / "out2")
+    assert bad.returncode == 2 and "another config" in bad.stderr, bad.stderr[-2000:]
+    assert not (tmp_path / "out2").exists()
     bad = _run_script("crossval", "--data-dir", mitbih_tables, "--adapt-norm", "2")
     assert bad.returncode == 2 and "(0, 1]" in bad.stderr
 
@@ -190,8 +196,7 @@ def test_batch_norm_adaptation_normalises_each_record_by_its_own_beats(mitbih_mo
 
     from experiments.crossval import adapted_proba
     from heartjax.checkpoint import load_checkpoint
-    from heartjax.data import load_dataset
-    from heartjax.data.template import context_features
+    from heartjax.data import context_features, load_dataset
     from heartjax.models import build_model
 
     model = load_checkpoint(mitbih_model).with_model(morph_mix=0.0, morph_dropout=0.0, dropout=0.0)

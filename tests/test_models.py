@@ -40,7 +40,8 @@ def synthetic_beats(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.n
         -0.5 * ((t - 120 - shift) / 6.0) ** 2
     )
     x = np.where(y[:, None] == 0, narrow, wide) + 0.05 * rng.normal(size=(n, 187))
-    rr = np.concatenate([rng.uniform(0.6, 1.2, size=(n, 4)), rng.uniform(0.0, 1.0, size=(n, 2))], axis=1)
+    rr = np.concatenate([rng.uniform(0.6, 1.2, size=(n, 4)), rng.uniform(0.0, 1.0, size=(n, 2)),
+                         rng.normal(0.0, 0.2, size=(n, 4))], axis=1)
     return x.astype(np.float32), rr.astype(np.float32), y.astype(np.int32)
 
 
@@ -206,10 +207,10 @@ def test_adam_lowers_loss_on_synthetic_beats(small):
     assert final < 0.5 * initial, (initial, final)
 
 
-def test_use_template_reads_the_last_two_columns(small):
+def test_use_template_reads_the_template_columns(small):
     """Without use_template the head ignores the template columns; with it, it reads them."""
     moved = small.rr.copy()
-    moved[:, 4:] = moved[:, 4:][::-1]
+    moved[:, 4:6] = moved[:, 4:6][::-1]
     without = small.eval(small.variables, small.x, small.rr)
     np.testing.assert_array_equal(without, small.eval(small.variables, small.x, moved))
     model = small.model.clone(use_template=True)
@@ -218,13 +219,27 @@ def test_use_template_reads_the_last_two_columns(small):
                            model.apply(variables, small.x, moved))
     from heartjax.data import CONTEXT_WIDTH
 
-    assert layers.NUM_RR + layers.NUM_TEMPLATE_FEATURES == CONTEXT_WIDTH  # what the data layer sends
+    assert layers.CONTEXT_WIDTH == CONTEXT_WIDTH  # what the data layer sends
     f = layers.template_features(jnp.array([[0.9, 0.05], [0.1, 0.0]]))
     np.testing.assert_allclose(
         f, [[0.9, np.log(0.05)], [0.1, np.log(1e-3)]], rtol=1e-5, atol=1e-7
     )
     with pytest.raises(UserError, match="model.use_template.*use_rr"):
         build_model({"name": "cnn1d", "use_template": True}, 5)
+
+
+def test_use_rhythm_reads_the_last_four_columns(small):
+    """Without use_rhythm the head ignores the rhythm columns; with it, it reads them."""
+    moved = small.rr.copy()
+    moved[:, 6:] = moved[:, 6:][::-1]
+    without = small.eval(small.variables, small.x, small.rr)
+    np.testing.assert_array_equal(without, small.eval(small.variables, small.x, moved))
+    model = small.model.clone(use_rhythm=True)
+    variables = model.init(RNGS, small.x, small.rr)
+    assert not np.allclose(model.apply(variables, small.x, small.rr),
+                           model.apply(variables, small.x, moved))
+    with pytest.raises(UserError, match="model.use_rhythm.*use_rr"):
+        build_model({"name": "cnn1d", "use_rhythm": True}, 5)
 
 
 def test_rr_features():

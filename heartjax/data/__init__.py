@@ -3,6 +3,8 @@
 Building needs wfdb/scipy and lives in `heartjax.data.physionet` (CLI: `python -m heartjax.data`).
 """
 
+from heartjax.data.context import CONTEXT_COLUMNS, CONTEXT_WIDTH, context_features
+from heartjax.data.rhythm import RHYTHM_FEATURES, rhythm_features
 from heartjax.data.splits import add_training_beats, stratified_split, train_val_split
 from heartjax.data.tables import (
     CLASS_NAMES,
@@ -15,16 +17,13 @@ from heartjax.data.tables import (
     load_table,
     write_table,
 )
-from heartjax.data.template import (
-    CONTEXT_WIDTH,
-    TEMPLATE_FEATURES,
-    context_features,
-    template_features,
-)
+from heartjax.data.template import TEMPLATE_FEATURES, template_features
 
 __all__ = [
     "CLASS_NAMES",
+    "CONTEXT_COLUMNS",
     "CONTEXT_WIDTH",
+    "RHYTHM_FEATURES",
     "RR_COLUMNS",
     "SIGNAL_LEN",
     "TABLE_FILES",
@@ -35,6 +34,7 @@ __all__ = [
     "load_dataset",
     "load_kaggle_ptb",
     "load_table",
+    "rhythm_features",
     "stratified_split",
     "template_features",
     "train_val_split",

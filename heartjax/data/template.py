@@ -9,8 +9,9 @@ alone: S recall 0.55, V 0.77; adding the QRS pair: S 0.92, V 0.72. A second pair
 (320-800 ms) raised V to 0.83 there, but in the network (resnet1d, morph_dropout 0.8) it cost V
 (0.83 -> 0.64, one run each), so only the QRS window is used.
 
-The model sees them as two more context columns after the four R-R intervals, computed from the
-beats themselves (never stored in a table), so every table with beats and R-R columns has them.
+The model sees them as two more context columns after the four R-R intervals
+(`heartjax.data.context`), computed from the beats themselves (never stored in a table), so
+every table with beats and R-R columns has them.
 """
 
 from __future__ import annotations
@@ -18,14 +19,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from heartjax.data.tables import RR_COLUMNS
-
 # Sample ranges of the beat window (125 Hz, which starts at the R peak): 0-320 ms holds the rest
 # of the QRS complex and the ST segment.
 TEMPLATE_WINDOWS = {"qrs": (0, 40)}
 TEMPLATE_FEATURES = tuple(f"{w}_{stat}" for w in TEMPLATE_WINDOWS for stat in ("corr", "rms"))
-# width of a model's `rr` input: the R-R intervals, then the template features
-CONTEXT_WIDTH = len(RR_COLUMNS) + len(TEMPLATE_FEATURES)
 
 
 def template_features(x: np.ndarray, records: np.ndarray | None = None) -> np.ndarray:
@@ -54,7 +51,3 @@ def template_features(x: np.ndarray, records: np.ndarray | None = None) -> np.nd
             out[idx, 2 * i + 1] = np.sqrt(((part - median) ** 2).mean(axis=1))
     return out
 
-
-def context_features(x: np.ndarray, rr: np.ndarray, records: np.ndarray | None = None) -> np.ndarray:
-    """What a model's `rr` input holds: the 4 R-R intervals, then the template features."""
-    return np.concatenate([np.asarray(rr, np.float32), template_features(x, records)], axis=1)

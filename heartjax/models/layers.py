@@ -28,6 +28,8 @@ CONV_IMPLS = ("patch", "xla")
 NUM_RR_FEATURES = 9  # logs of the 4 intervals, of prev and next over local, of prev, next, local over record
 NUM_RR = 4  # R-R columns at the start of a model's `context` input; the template features follow
 NUM_TEMPLATE_FEATURES = 2  # the QRS's correlation with its record's median QRS, RMS difference
+NUM_RHYTHM_FEATURES = 4  # irregularity, prev/next over the local median, prev over the record's
+CONTEXT_WIDTH = NUM_RR + NUM_TEMPLATE_FEATURES + NUM_RHYTHM_FEATURES  # heartjax.data.context
 
 
 # --- configuration helpers ------------------------------------------------------------------
@@ -65,6 +67,8 @@ def check_common(m: nn.Module, positive: Sequence[str] = ()) -> None:
             "the beat's shape)")
     require(m.use_rr or not m.use_template, "use_template", m.use_template,
             "needs model.use_rr=True (the template features travel with the R-R features)")
+    require(m.use_rr or not m.use_rhythm, "use_rhythm", m.use_rhythm,
+            "needs model.use_rr=True (the rhythm features travel with the R-R features)")
     if hasattr(m, "conv_impl"):
         require(m.conv_impl in CONV_IMPLS, "conv_impl", m.conv_impl, "choose patch or xla")
     for field in positive:
@@ -237,20 +241,22 @@ class Classifier(nn.Module):
     use_template: bool = False
     morph_mix: float = 0.0
     rr_seconds: bool = True
+    use_rhythm: bool = False
 
     def head(self, h: jnp.ndarray, context: jnp.ndarray | None, train: bool) -> jnp.ndarray:
         return Head(num_classes=self.num_classes, hidden=self.head_hidden, dropout=self.dropout,
                     use_rr=self.use_rr, morph_dropout=self.morph_dropout,
                     use_template=self.use_template, morph_mix=self.morph_mix,
-                    rr_seconds=self.rr_seconds)(h, context, train)
+                    rr_seconds=self.rr_seconds, use_rhythm=self.use_rhythm)(h, context, train)
 
 
 class Head(nn.Module):
-    """Pooled features (+ R-R features when use_rr, + template features when use_template)
-    -> Dense/ReLU/Dropout per hidden -> logits.
+    """Pooled features (+ R-R features when use_rr, + template features when use_template,
+    + rhythm features when use_rhythm) -> Dense/ReLU/Dropout per hidden -> logits.
 
-    `context` is (B, 6): the R-R intervals (`heartjax.data.RR_COLUMNS`), then the beat's
-    similarity to its record's median beat (`heartjax.data.template`).
+    `context` is (B, CONTEXT_WIDTH): the R-R intervals (`heartjax.data.RR_COLUMNS`), then the
+    beat's similarity to its record's median beat (`heartjax.data.template`), then the rhythm
+    around the beat (`heartjax.data.rhythm`).
 
     `morph_dropout`: in training, the whole pooled beat-shape vector of a beat is zeroed with
     this probability, so the head must also classify from the R-R features alone. Shapes are
@@ -264,7 +270,11 @@ class Head(nn.Module):
     unchanged; 0 evaluates with the shape only.
 
     `rr_seconds`: the head sees the R-R intervals in seconds as well as their ratios; False
-    keeps only the ratios, which do not carry the patient's heart rate."""
+    keeps only the ratios, which do not carry the patient's heart rate.
+
+    `use_rhythm`: the head also sees how irregular the rhythm around the beat is and its
+    intervals against the local and record medians, so a short interval in atrial fibrillation
+    need not read as a premature beat."""
 
     num_classes: int
     hidden: Sequence[int] = ()
@@ -274,15 +284,15 @@ class Head(nn.Module):
     use_template: bool = False
     morph_mix: float = 0.0
     rr_seconds: bool = True
+    use_rhythm: bool = False
 
     @nn.compact
     def __call__(self, h: jnp.ndarray, context: jnp.ndarray | None, train: bool) -> jnp.ndarray:
         h = h.reshape(h.shape[0], -1)
         mix = self.morph_mix if self.use_rr and not train else 0.0
         if self.use_rr:
-            width = NUM_RR + NUM_TEMPLATE_FEATURES
-            if context is None or context.ndim != 2 or context.shape[-1] != width:
-                raise ValueError(f"the model has use_rr=True: pass context, shape (batch, {width})")
+            if context is None or context.ndim != 2 or context.shape[-1] != CONTEXT_WIDTH:
+                raise ValueError(f"the model has use_rr=True: pass context, shape (batch, {CONTEXT_WIDTH})")
             context = context.astype(h.dtype)
             if train and self.morph_dropout > 0:
                 # one mask entry per beat drops the beat's whole shape. Unlike nn.Dropout, the
@@ -298,7 +308,9 @@ class Head(nn.Module):
                 context = jnp.concatenate([context, context], axis=0)
             parts = [h, rr_features(context[:, :NUM_RR], self.rr_seconds)]
             if self.use_template:
-                parts.append(template_features(context[:, NUM_RR:]))
+                parts.append(template_features(context[:, NUM_RR:NUM_RR + NUM_TEMPLATE_FEATURES]))
+            if self.use_rhythm:
+                parts.append(context[:, NUM_RR + NUM_TEMPLATE_FEATURES:])
             h = jnp.concatenate(parts, axis=-1)
         for width in self.hidden:
             h = nn.relu(nn.Dense(int(width))(h))
