@@ -125,25 +125,22 @@ annotate-ds2-ensemble: $(addsuffix /best.json,$(ENSEMBLE))
 	$(PY) -m heartjax.score --records $(MITDB) --test-dir runs/annotate-ds2-ensemble $(DS2) | tee reports/annotate_ds2_ensemble.txt
 
 # Cross-validation by records on DS1 (4 folds, every DS1 record validates once; DS2 unread):
-# the variants of :interpatient, out-of-fold, pooled. The rhythm features, against the config
-# without them and two variants on top -> reports/crossval_rhythm (~14 min here), the second
-# seed -> reports/crossval_rhythm_seed1 (7 min). Before the rhythm features
-# (--config.model.use_rhythm=False): the variants -> reports/crossval (~75 min; the second seed
-# -> reports/crossval_seed1); test-time batch-norm adaptation on the shipped folds' models
+# the variants of :interpatient, out-of-fold, pooled -> reports/crossval (~75 min here; the second
+# seed -> reports/crossval_seed1); test-time batch-norm adaptation on the shipped folds' models
 # -> reports/crossval_adapt_norm (3 min); the earlier config -> reports/crossval_first_trial
-# (70 min); the band-passed tables -> reports/crossval_bandpass (10 min)
+# (70 min); the band-passed tables -> reports/crossval_bandpass (10 min); the rhythm features
+# -> reports/crossval_rhythm (10 min; the second seed -> reports/crossval_rhythm_seed1, 4 min)
 CROSSVAL := $(PY) experiments/crossval.py --data-dir $(DATA)/interpatient --lead2 $(DATA)/interpatient_lead2/heart_big_train.parq
-BEFORE_RHYTHM := $(CROSSVAL) --config.model.use_rhythm=False
 BANDPASS := $(DATA)/interpatient_bandpass/heart_big_train.parq $(DATA)/interpatient_bandpass_lead2/heart_big_train.parq
 crossval: setup data-interpatient $(BANDPASS)
-	$(CROSSVAL) --variants shipped,no_rhythm,s_weight_2,morph_0.8 --mix 0.5,0.6,0.9 --work runs/experiments/crossval_rhythm --out reports/crossval_rhythm
-	$(CROSSVAL) --variants shipped,no_rhythm --seed 1 --work runs/experiments/crossval_rhythm --out reports/crossval_rhythm_seed1
-	$(BEFORE_RHYTHM) --variants shipped,mlii,rr_seconds,rr_seconds_mlii,rr_seconds_full_balance,morph_0.8,s_weight_2 --mix 0.5,0.6,0.9 --out reports/crossval
-	$(BEFORE_RHYTHM) --variants shipped,rr_seconds --seed 1 --out reports/crossval_seed1
-	$(BEFORE_RHYTHM) --variants shipped --adapt-norm 0.5,1 --out reports/crossval_adapt_norm
-	$(BEFORE_RHYTHM) --variants first_trial_ratios,first_trial,shipped --mix 0.5 --out reports/crossval_first_trial
-	$(PY) experiments/crossval.py --config.model.use_rhythm=False --data-dir $(DATA)/interpatient_bandpass --lead2 $(DATA)/interpatient_bandpass_lead2/heart_big_train.parq \
+	$(CROSSVAL) --variants shipped,mlii,rr_seconds,rr_seconds_mlii,rr_seconds_full_balance,morph_0.8,s_weight_2 --mix 0.5,0.6,0.9 --out reports/crossval
+	$(CROSSVAL) --variants shipped,rr_seconds --seed 1 --out reports/crossval_seed1
+	$(CROSSVAL) --variants shipped --adapt-norm 0.5,1 --out reports/crossval_adapt_norm
+	$(CROSSVAL) --variants first_trial_ratios,first_trial,shipped --mix 0.5 --out reports/crossval_first_trial
+	$(PY) experiments/crossval.py --data-dir $(DATA)/interpatient_bandpass --lead2 $(DATA)/interpatient_bandpass_lead2/heart_big_train.parq \
 	  --variants shipped --work runs/experiments/crossval_bandpass --out reports/crossval_bandpass
+	$(CROSSVAL) --variants shipped,rhythm,rhythm_s_weight_2,rhythm_morph_0.8 --mix 0.5,0.6,0.9 --work runs/experiments/crossval_rhythm --out reports/crossval_rhythm
+	$(CROSSVAL) --variants shipped,rhythm --seed 1 --work runs/experiments/crossval_rhythm --out reports/crossval_rhythm_seed1
 
 # The new-patient model and its three seeds' ensemble on recordings unlike MIT-BIH's MLII: DS2
 # cut from the second channel, DS2 resampled to 250 and 500 Hz, the PTB normal beats.

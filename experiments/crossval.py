@@ -13,7 +13,7 @@ way from the trained ones to the record's own, AdaBN, Li et al. 2016). DS2 is no
 
     python experiments/crossval.py --variants shipped,rr_seconds --mix 0.5,0.6,0.9 --adapt-norm 0.5,1
 
-Any field of the config can be overridden as for training (`--config.model.use_rhythm=False`);
+Any field of the config can be overridden as for training (`--config.train.epochs=4`);
 a fold's model is reused from `--work` only when it was trained with the same config.
 """
 
@@ -49,8 +49,11 @@ VARIANTS = {
     "rr_seconds_full_balance": {"model.rr_seconds": True, "train.class_weight_power": 1.0},
     "morph_0.8": {"model.morph_dropout": 0.8},  # more beats train the head with their shape
     "s_weight_2": {"train.class_weight_scale": (1.0, 2.0, 1.0, 1.0, 1.0)},  # S weighs twice
-    # the head does not see the rhythm around the beat (heartjax.data.rhythm)
-    "no_rhythm": {"model.use_rhythm": False},
+    # the head also sees the rhythm around the beat (heartjax.data.rhythm), alone and with two
+    # of the variants above
+    "rhythm": {"model.use_rhythm": True},
+    "rhythm_s_weight_2": {"model.use_rhythm": True, "train.class_weight_scale": (1.0, 2.0, 1.0, 1.0, 1.0)},
+    "rhythm_morph_0.8": {"model.use_rhythm": True, "model.morph_dropout": 0.8},
     # the new-patient search's first trial: the resnet1d's own 32 channels of kernel 5 without
     # normalisation, head (32, 32), morphology dropout 0.8, full class balance, no augmentation
     "first_trial": {**FIRST_TRIAL, "model.rr_seconds": True, "data.extra_train": ""},

@@ -104,10 +104,9 @@ def with_defaults(name: str, knobs: dict) -> dict:
 
 def interpatient_space() -> dict:
     """The new-patient search (`configs/mitbih.py:tune_interpatient`): the resnet1d's own knobs,
-    how much of the training sees only rhythm (morphology dropout and the evaluation mix), what
-    the head sees of the rhythm (R-R seconds, the rhythm features), the class balance, and the
-    augmentations that mimic another recorder (amplitude, noise,
-    baseline wander, time shift and warp)."""
+    how much of the training sees only rhythm (morphology dropout and the evaluation mix), whether
+    the head sees the R-R intervals in seconds, the class balance, and the augmentations that
+    mimic another recorder (amplitude, noise, baseline wander, time shift and warp)."""
     train = copy.deepcopy(TRAINING)
     for field in ("optimizer", "schedule", "loss", "batch_size"):  # settled: adamw, cosine, weighted_ce
         del train[field]
@@ -124,7 +123,6 @@ def interpatient_space() -> dict:
         "morph_dropout": ("choice", [0.6, 0.7, 0.8, 0.9]),
         "morph_mix": ("choice", [0.25, 0.5, 0.75]),
         "rr_seconds": ("choice", [False, True]),
-        "use_rhythm": ("choice", [True, False]),
         "resnet1d": with_defaults("resnet1d", ARCHITECTURES["resnet1d"]),
     }
     return {"model": model, "train": train}

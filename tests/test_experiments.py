@@ -163,7 +163,7 @@ def test_crossval_validates_every_record_once_and_pools_the_folds(mitbih_tables,
     assert bad.returncode == 2 and "unknown --variants nope" in bad.stderr
     # a config override trains its own models: the folds' models of another config are not reused
     bad = _run_script("crossval", "--data-dir", mitbih_tables, "--lead2", "", "--folds", 3,
-                      "--config.model.use_rhythm=False", "--work", tmp_path / "work",
+                      "--config.model.use_rhythm=True", "--work", tmp_path / "work",
                       "--out", tmp_path / "out2")
     assert bad.returncode == 2 and "another config" in bad.stderr, bad.stderr[-2000:]
     assert not (tmp_path / "out2").exists()
