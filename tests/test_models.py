@@ -153,7 +153,8 @@ def test_use_rr(small):
 def test_morph_dropout_drops_whole_beat_shapes():
     head = layers.Head(3, (), use_rr=True, morph_dropout=0.5)
     rng = np.random.default_rng(0)
-    h, rr = jnp.asarray(rng.normal(size=(64, 6))), jnp.asarray(rng.uniform(0.5, 1, (64, 6)))
+    h = jnp.asarray(rng.normal(size=(64, 6)))
+    rr = jnp.asarray(rng.uniform(0.5, 1, (64, layers.CONTEXT_WIDTH)))
     variables = head.init(KEY, h, rr, False)
     dropped = head.apply(variables, h, rr, True, rngs={"dropout": KEY})
     zero = head.apply(variables, jnp.zeros_like(h), rr, False)
@@ -170,7 +171,8 @@ def test_morph_dropout_drops_whole_beat_shapes():
 
 def test_morph_mix_averages_the_predictions_with_and_without_the_shape():
     rng = np.random.default_rng(1)
-    h, rr = jnp.asarray(rng.normal(size=(16, 6))), jnp.asarray(rng.uniform(0.5, 1, (16, 6)))
+    h = jnp.asarray(rng.normal(size=(16, 6)))
+    rr = jnp.asarray(rng.uniform(0.5, 1, (16, layers.CONTEXT_WIDTH)))
     plain = layers.Head(3, (8,), use_rr=True, morph_dropout=0.8)
     mixed = layers.Head(3, (8,), use_rr=True, morph_dropout=0.8, morph_mix=0.25)
     variables = plain.init(KEY, h, rr, False)  # the mix adds no parameters
@@ -207,16 +209,22 @@ def test_adam_lowers_loss_on_synthetic_beats(small):
     assert final < 0.5 * initial, (initial, final)
 
 
-def test_use_template_reads_the_template_columns(small):
-    """Without use_template the head ignores the template columns; with it, it reads them."""
+@pytest.mark.parametrize("field, columns", [("use_template", slice(4, 6)), ("use_rhythm", slice(6, 10))])
+def test_a_context_part_is_read_only_when_its_field_is_on(small, field, columns):
+    """Without the field the head ignores its context columns; with it, it reads them."""
     moved = small.rr.copy()
-    moved[:, 4:6] = moved[:, 4:6][::-1]
+    moved[:, columns] = moved[:, columns][::-1]
     without = small.eval(small.variables, small.x, small.rr)
     np.testing.assert_array_equal(without, small.eval(small.variables, small.x, moved))
-    model = small.model.clone(use_template=True)
+    model = small.model.clone(**{field: True})
     variables = model.init(RNGS, small.x, small.rr)
     assert not np.allclose(model.apply(variables, small.x, small.rr),
                            model.apply(variables, small.x, moved))
+    with pytest.raises(UserError, match=f"model.{field}.*use_rr"):
+        build_model({"name": "cnn1d", field: True}, 5)
+
+
+def test_template_features_and_the_context_width():
     from heartjax.data import CONTEXT_WIDTH
 
     assert layers.CONTEXT_WIDTH == CONTEXT_WIDTH  # what the data layer sends
@@ -224,22 +232,6 @@ def test_use_template_reads_the_template_columns(small):
     np.testing.assert_allclose(
         f, [[0.9, np.log(0.05)], [0.1, np.log(1e-3)]], rtol=1e-5, atol=1e-7
     )
-    with pytest.raises(UserError, match="model.use_template.*use_rr"):
-        build_model({"name": "cnn1d", "use_template": True}, 5)
-
-
-def test_use_rhythm_reads_the_last_four_columns(small):
-    """Without use_rhythm the head ignores the rhythm columns; with it, it reads them."""
-    moved = small.rr.copy()
-    moved[:, 6:] = moved[:, 6:][::-1]
-    without = small.eval(small.variables, small.x, small.rr)
-    np.testing.assert_array_equal(without, small.eval(small.variables, small.x, moved))
-    model = small.model.clone(use_rhythm=True)
-    variables = model.init(RNGS, small.x, small.rr)
-    assert not np.allclose(model.apply(variables, small.x, small.rr),
-                           model.apply(variables, small.x, moved))
-    with pytest.raises(UserError, match="model.use_rhythm.*use_rr"):
-        build_model({"name": "cnn1d", "use_rhythm": True}, 5)
 
 
 def test_rr_features():
