@@ -28,14 +28,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from heartjax.data.tables import record_rows
+
 RHYTHM_FEATURES = ("rr_irregularity", "prev_local_median", "next_local_median", "prev_record_median")
 IRREGULARITY_BEATS = 65  # ~1 min at 65 bpm
 LOCAL_BEATS = 33
 
 
-def _centred(values: np.ndarray, beats: int, stat: str) -> np.ndarray:
-    """The centred rolling `stat` ("median") over `beats` rows, shorter at the record's ends."""
-    return getattr(pd.Series(values).rolling(beats, center=True, min_periods=1), stat)().to_numpy()
+def _centred_median(values: np.ndarray, beats: int) -> np.ndarray:
+    """The median of the `beats` values centred on each, fewer at the record's ends."""
+    return pd.Series(values).rolling(beats, center=True, min_periods=1).median().to_numpy()
 
 
 def rhythm_features(rr: np.ndarray, records: np.ndarray | None = None) -> np.ndarray:
@@ -45,16 +47,11 @@ def rhythm_features(rr: np.ndarray, records: np.ndarray | None = None) -> np.nda
     """
     log = np.log(np.maximum(np.asarray(rr, np.float64)[:, :2], 1e-3))
     out = np.zeros((len(log), len(RHYTHM_FEATURES)), np.float32)
-    groups = (
-        {None: np.arange(len(log))}
-        if records is None
-        else pd.Series(np.asarray(records)).groupby(np.asarray(records), sort=False).indices
-    )
-    for idx in groups.values():
+    for idx in record_rows(len(log), records):
         prev, nxt = log[idx, 0], log[idx, 1]
         steps = np.abs(np.diff(prev, prepend=prev[:1]))
-        local = _centred(prev, LOCAL_BEATS, "median")
-        out[idx, 0] = _centred(steps, IRREGULARITY_BEATS, "median")
+        local = _centred_median(prev, LOCAL_BEATS)
+        out[idx, 0] = _centred_median(steps, IRREGULARITY_BEATS)
         out[idx, 1] = prev - local
         out[idx, 2] = nxt - local
         out[idx, 3] = prev - np.median(prev)

@@ -79,6 +79,14 @@ class BeatTable:
         return len(self.y)
 
 
+def record_rows(n: int, records: np.ndarray | None) -> list[np.ndarray]:
+    """The row indices of each recording among `n` beats, in order of first appearance (all
+    rows when `records` is None: the beats of one recording)."""
+    if records is None:
+        return [np.arange(n)]
+    return list(pd.Series(np.asarray(records)).groupby(np.asarray(records), sort=False).indices.values())
+
+
 def infer_dataset(path: str | Path, labels: np.ndarray | None = None) -> str:
     """Guess the dataset from the file name, else from the largest label."""
     name = Path(path).name.lower()

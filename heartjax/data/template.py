@@ -17,7 +17,8 @@ every table with beats and R-R columns has them.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
+
+from heartjax.data.tables import record_rows
 
 # Sample ranges of the beat window (125 Hz, which starts at the R peak): 0-320 ms holds the rest
 # of the QRS complex and the ST segment.
@@ -34,12 +35,7 @@ def template_features(x: np.ndarray, records: np.ndarray | None = None) -> np.nd
     """
     x = np.asarray(x, np.float64)
     out = np.zeros((len(x), len(TEMPLATE_FEATURES)), np.float32)
-    groups = (
-        {None: np.arange(len(x))}
-        if records is None
-        else pd.Series(np.asarray(records)).groupby(np.asarray(records), sort=False).indices
-    )
-    for idx in groups.values():
+    for idx in record_rows(len(x), records):
         for i, (start, stop) in enumerate(TEMPLATE_WINDOWS.values()):
             part = x[idx, start:stop]
             median = np.median(part, axis=0)
