@@ -46,4 +46,3 @@ def template_features(x: np.ndarray, records: np.ndarray | None = None) -> np.nd
             out[idx, 2 * i] = np.where(norms > 1e-12, dc @ mc / np.maximum(norms, 1e-12), 0.0)
             out[idx, 2 * i + 1] = np.sqrt(((part - median) ** 2).mean(axis=1))
     return out
-
