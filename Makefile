@@ -129,7 +129,7 @@ annotate-ds2-ensemble: $(addsuffix /best.json,$(ENSEMBLE))
 # seed -> reports/crossval_seed1); test-time batch-norm adaptation on the shipped folds' models
 # -> reports/crossval_adapt_norm (3 min); the earlier config -> reports/crossval_first_trial
 # (70 min); the band-passed tables -> reports/crossval_bandpass (10 min); the rhythm features
-# -> reports/crossval_rhythm (10 min; the second seed -> reports/crossval_rhythm_seed1, 4 min)
+# -> reports/crossval_rhythm (~28 min; the second seed -> reports/crossval_rhythm_seed1, ~13 min)
 CROSSVAL := $(PY) experiments/crossval.py --data-dir $(DATA)/interpatient --lead2 $(DATA)/interpatient_lead2/heart_big_train.parq
 BANDPASS := $(DATA)/interpatient_bandpass/heart_big_train.parq $(DATA)/interpatient_bandpass_lead2/heart_big_train.parq
 crossval: setup data-interpatient $(BANDPASS)

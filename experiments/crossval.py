@@ -39,6 +39,8 @@ FIRST_TRIAL = {
     "train.augment.wander": 0.0, "train.augment.stretch": 0.0,
 }
 
+S_TWICE = {"train.class_weight_scale": (1.0, 2.0, 1.0, 1.0, 1.0)}  # S weighs twice as much
+
 # what training differs in; "shipped" is the config as given
 VARIANTS = {
     "shipped": {},
@@ -48,11 +50,11 @@ VARIANTS = {
     # every class weighs as much as N
     "rr_seconds_full_balance": {"model.rr_seconds": True, "train.class_weight_power": 1.0},
     "morph_0.8": {"model.morph_dropout": 0.8},  # more beats train the head with their shape
-    "s_weight_2": {"train.class_weight_scale": (1.0, 2.0, 1.0, 1.0, 1.0)},  # S weighs twice
+    "s_weight_2": S_TWICE,
     # the head also sees the rhythm around the beat (heartjax.data.rhythm), alone and with two
     # of the variants above
     "rhythm": {"model.use_rhythm": True},
-    "rhythm_s_weight_2": {"model.use_rhythm": True, "train.class_weight_scale": (1.0, 2.0, 1.0, 1.0, 1.0)},
+    "rhythm_s_weight_2": {"model.use_rhythm": True, **S_TWICE},
     "rhythm_morph_0.8": {"model.use_rhythm": True, "model.morph_dropout": 0.8},
     # the new-patient search's first trial: the resnet1d's own 32 channels of kernel 5 without
     # normalisation, head (32, 32), morphology dropout 0.8, full class balance, no augmentation

@@ -219,15 +219,13 @@ class Predictor:
         """Class probabilities, shape (N, num_classes).
 
         `rr` (N, 4) holds the R-R columns; `records` names each beat's recording (the template
-        features compare a beat with its record's median beat; None: all beats are one record).
+        and rhythm features compare a beat with its record's other beats; None: all beats are
+        one record), whose beats come in time order.
         """
         x, rr = self._check(beats, rr)
         if records is not None and len(records) != len(x):
             raise UserError(f"records must name the record of each of the {len(x)} beats; got {len(records)}")
-        # the per-record features only matter to a template or rhythm model; the others read 4 columns
-        m = self.config.model
-        ctx = (context_features(x, rr, records) if m.get("use_template", False) or m.get("use_rhythm", False)
-               else np.pad(rr, ((0, 0), (0, CONTEXT_WIDTH - rr.shape[1]))))
+        ctx = context_features(x, rr, records)  # as training computes it (steps.to_arrays)
         batch = int(self.config.train.get("eval_batch_size", 1024))
         return predict.predict_proba(self._predict_fn, self.variables, x, ctx, batch)
 

@@ -411,12 +411,12 @@ def trial_states(ray_dir: Path) -> dict[str, str]:
 
 
 def run_was_cut(states: dict[str, str]) -> bool:
-    """Whether the search ended with trials still to run (Ctrl-C, SIGTERM, the time budget):
-    a search that ends by itself leaves none RUNNING or PENDING."""
+    """Whether the search ended with trials still to run (Ctrl-C or SIGTERM leave some RUNNING
+    or PENDING); a search that ends by itself leaves none."""
     return any(s in ("RUNNING", "PENDING") for s in states.values())
 
 
-def trial_status(result, ray_state: str, cut: bool = True) -> str:
+def trial_status(result, ray_state: str, cut: bool) -> str:
     """finished (all epochs or early stop), stopped (by the scheduler), error, or interrupted.
     `cut`: whether the search itself was cut short (`run_was_cut`)."""
     if result.error is not None or ray_state == "ERROR":

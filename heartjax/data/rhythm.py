@@ -19,7 +19,7 @@ time order (as the built tables and `heartjax.annotate` hold them).
 
 The medians assume that a record's usual rhythm is normal. Cross-validation on DS1 favoured
 these features (N/S/V recall 0.860 -> 0.873), but DS2's record 232, whose usual rhythm is its
-S beats, had them call those beats normal (S recall on DS2 0.80 -> 0.14), so the shipped
+S beats, had them call those beats normal (DS2 S recall of seed 0 trained on one host 0.80 -> 0.14), so the shipped
 new-patient model does not use them (docs/new-patients.md).
 """
 
