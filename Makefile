@@ -129,18 +129,25 @@ annotate-ds2-ensemble: $(addsuffix /best.json,$(ENSEMBLE))
 # seed -> reports/crossval_seed1); test-time batch-norm adaptation on the shipped folds' models
 # -> reports/crossval_adapt_norm (3 min); the earlier config -> reports/crossval_first_trial
 # (70 min); the band-passed tables -> reports/crossval_bandpass (10 min); the rhythm features
-# -> reports/crossval_rhythm (~28 min; the second seed -> reports/crossval_rhythm_seed1, ~13 min)
+# -> reports/crossval_rhythm (~28 min; the second seed -> reports/crossval_rhythm_seed1, ~13 min);
+# the size features -> reports/crossval_size (11 min). These ran before :interpatient drew the
+# records alike ($(UNBALANCED)). The record balance -> reports/crossval_balance (11 min; the
+# second seed -> reports/crossval_balance_seed1, 6 min).
+UNBALANCED := --config.train.record_balance=0
 CROSSVAL := $(PY) experiments/crossval.py --data-dir $(DATA)/interpatient --lead2 $(DATA)/interpatient_lead2/heart_big_train.parq
 BANDPASS := $(DATA)/interpatient_bandpass/heart_big_train.parq $(DATA)/interpatient_bandpass_lead2/heart_big_train.parq
 crossval: setup data-interpatient $(BANDPASS)
-	$(CROSSVAL) --variants shipped,mlii,rr_seconds,rr_seconds_mlii,rr_seconds_full_balance,morph_0.8,s_weight_2 --mix 0.5,0.6,0.9 --out reports/crossval
-	$(CROSSVAL) --variants shipped,rr_seconds --seed 1 --out reports/crossval_seed1
-	$(CROSSVAL) --variants shipped --adapt-norm 0.5,1 --out reports/crossval_adapt_norm
-	$(CROSSVAL) --variants first_trial_ratios,first_trial,shipped --mix 0.5 --out reports/crossval_first_trial
+	$(CROSSVAL) --variants shipped,mlii,rr_seconds,rr_seconds_mlii,rr_seconds_full_balance,morph_0.8,s_weight_2 --mix 0.5,0.6,0.9 $(UNBALANCED) --out reports/crossval
+	$(CROSSVAL) --variants shipped,rr_seconds --seed 1 $(UNBALANCED) --out reports/crossval_seed1
+	$(CROSSVAL) --variants shipped --adapt-norm 0.5,1 $(UNBALANCED) --out reports/crossval_adapt_norm
+	$(CROSSVAL) --variants first_trial_ratios,first_trial,shipped --mix 0.5 $(UNBALANCED) --out reports/crossval_first_trial
 	$(PY) experiments/crossval.py --data-dir $(DATA)/interpatient_bandpass --lead2 $(DATA)/interpatient_bandpass_lead2/heart_big_train.parq \
-	  --variants shipped --work runs/experiments/crossval_bandpass --out reports/crossval_bandpass
-	$(CROSSVAL) --variants shipped,rhythm,rhythm_s_weight_2,rhythm_morph_0.8 --mix 0.5,0.6,0.9 --work runs/experiments/crossval_rhythm --out reports/crossval_rhythm
-	$(CROSSVAL) --variants shipped,rhythm --seed 1 --work runs/experiments/crossval_rhythm --out reports/crossval_rhythm_seed1
+	  --variants shipped --work runs/experiments/crossval_bandpass $(UNBALANCED) --out reports/crossval_bandpass
+	$(CROSSVAL) --variants shipped,rhythm,rhythm_s_weight_2,rhythm_morph_0.8 --mix 0.5,0.6,0.9 --work runs/experiments/crossval_rhythm $(UNBALANCED) --out reports/crossval_rhythm
+	$(CROSSVAL) --variants shipped,rhythm --seed 1 --work runs/experiments/crossval_rhythm $(UNBALANCED) --out reports/crossval_rhythm_seed1
+	$(CROSSVAL) --variants shipped,size --mix 0.5,0.6,0.9 $(UNBALANCED) --work runs/experiments/crossval_size --out reports/crossval_size
+	$(CROSSVAL) --variants record_balance,record_balance_0.5 --mix 0.5,0.6,0.9 --work runs/experiments/crossval_balance --out reports/crossval_balance
+	$(CROSSVAL) --variants record_balance --seed 1 --work runs/experiments/crossval_balance --out reports/crossval_balance_seed1
 
 # The new-patient model and its three seeds' ensemble on recordings unlike MIT-BIH's MLII: DS2
 # cut from the second channel, DS2 resampled to 250 and 500 Hz, the PTB normal beats.

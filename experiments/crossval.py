@@ -56,6 +56,11 @@ VARIANTS = {
     "rhythm": {"model.use_rhythm": True},
     "rhythm_s_weight_2": {"model.use_rhythm": True, **S_TWICE},
     "rhythm_morph_0.8": {"model.use_rhythm": True, "model.morph_dropout": 0.8},
+    # the head also sees the QRS's size and slope against its record's median QRS
+    "size": {"model.use_size": True},
+    # a class's records drawn alike (heartjax.losses.record_sampling), fully and halfway
+    "record_balance": {"train.record_balance": 1.0},
+    "record_balance_0.5": {"train.record_balance": 0.5},
     # the new-patient search's first trial: the resnet1d's own 32 channels of kernel 5 without
     # normalisation, head (32, 32), morphology dropout 0.8, full class balance, no augmentation
     "first_trial": {**FIRST_TRIAL, "model.rr_seconds": True, "data.extra_train": ""},

@@ -59,6 +59,9 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     c.train.class_weight_power = 0.5  # weights (n / n_c)^power; 1 = fully balanced
     c.train.class_weight_cap = 0.0  # >0: no class weighs more than cap x the most common one
     c.train.class_weight_scale = ()  # one factor per class multiplying those weights; () = none
+    # 0..1: how far each class's records are drawn alike (heartjax.losses.record_sampling);
+    # 0 = every beat once an epoch. Needs the tables' record column.
+    c.train.record_balance = 0.0
     c.train.focal_gamma = 2.0
     c.train.seed = 0
     c.train.select_metric = "macro_recall"  # the client wants recall first
@@ -142,6 +145,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
          f"train.class_weight_scale={scale} needs one factor per class "
          f"({', '.join(classes)}), or () for none")
     need(all(v > 0 for v in scale), f"train.class_weight_scale={scale} must hold factors > 0")
+    need(0.0 <= t.get("record_balance", 0.0) <= 1.0,
+         f"train.record_balance={t.get('record_balance')} must be in [0, 1]")
     need(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay} must be >= 0")
     need(t.patience >= 1, f"train.patience={t.patience} must be >= 1")
     need(t.keep_checkpoints >= 1, f"train.keep_checkpoints={t.keep_checkpoints} must be >= 1")

@@ -112,10 +112,12 @@ def device_arrays(table: BeatTable) -> steps.Arrays:
     return _ARRAYS[key]
 
 
-def _index_stream(pool: np.ndarray, rng: np.random.Generator):
-    """Endless epochs over the pool, each a new permutation."""
+def _index_stream(pool: np.ndarray, rng: np.random.Generator, sampling: np.ndarray | None = None):
+    """Endless epochs over the pool, each a new permutation, or drawn with replacement by
+    `sampling` (one probability per pool row: train.record_balance)."""
     while True:
-        yield from rng.permutation(pool)
+        yield from (rng.permutation(pool) if sampling is None
+                    else rng.choice(pool, size=len(pool), p=sampling))
 
 
 class Trainer:
@@ -146,14 +148,16 @@ def train_rung(
     weights: np.ndarray,
     budget: int,
     seed: int,
+    sampling: np.ndarray | None = None,
 ) -> tuple[Any, dict[str, float]]:
-    """A fresh model trained on `budget` beats of `pool` with the config's schedule; returns
-    its state and timings (compile_s: the first call's time beyond a steady call's)."""
+    """A fresh model trained on `budget` beats of `pool` (drawn by `sampling` when given) with
+    the config's schedule; returns its state and timings (compile_s: the first call's time
+    beyond a steady call's)."""
     batch, chunk = trainer.batch, trainer.chunk
     calls = max(round(budget / (chunk * batch)), 1)
     state = trainer.fresh_state(calls * chunk)
     train_chunk = trainer.train_chunk
-    stream = _index_stream(pool, np.random.default_rng(seed))
+    stream = _index_stream(pool, np.random.default_rng(seed), sampling)
     w = jnp.asarray(weights)
     t0 = time.perf_counter()
     first_s, loss = 0.0, jnp.zeros(())
@@ -206,7 +210,9 @@ def train_ladder(
             continue
         pool = pools[k]
         weights = base_weights * importance(y, pool, num_classes)
-        state, row = train_rung(trainer, train, pool, weights, budget, config.train.seed + k)
+        sampling = steps.record_sampling_of(train_table, config.train, pool)
+        state, row = train_rung(trainer, train, pool, weights, budget, config.train.seed + k,
+                                sampling)
         if params is None:
             params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(state.params))
         t0 = time.perf_counter()

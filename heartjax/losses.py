@@ -58,6 +58,26 @@ def loss_weights(labels: np.ndarray, num_classes: int, t: ml_collections.ConfigD
                          tuple(t.class_weight_scale))
 
 
+def record_sampling(labels: np.ndarray, records: np.ndarray, balance: float) -> np.ndarray:
+    """Probability of drawing each training beat when a class's records weigh alike.
+
+    Within each class, record r's share of the class's draws goes from its count n_r (balance
+    0: the beats as they are) to n_r^(1 - balance) (1: every record as much as any other);
+    each class keeps its share of all draws, so the class weights act as before. A new patient
+    is one more record: a record of a thousand V beats should not teach the V class its one
+    shape.
+    """
+    labels, records = np.asarray(labels), np.asarray(records).astype(str)
+    p = np.zeros(len(labels), np.float64)
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        _, inverse, counts = np.unique(records[rows], return_inverse=True, return_counts=True)
+        share = counts ** (1.0 - balance)
+        # every beat of record r gets share_r / n_r; the class then sums to its count
+        p[rows] = (share / share.sum() / counts * len(rows))[inverse]
+    return p / p.sum()
+
+
 def class_weights(labels: np.ndarray, num_classes: int, power: float = 0.5,
                   cap: float = 0.0, scale: tuple[float, ...] = ()) -> np.ndarray:
     """Inverse-frequency weights (n / n_c)^power, normalised to mean 1 over the training beats.

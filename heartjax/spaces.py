@@ -105,13 +105,15 @@ def with_defaults(name: str, knobs: dict) -> dict:
 def interpatient_space() -> dict:
     """The new-patient search (`configs/mitbih.py:tune_interpatient`): the resnet1d's own knobs,
     how much of the training sees only rhythm (morphology dropout and the evaluation mix), whether
-    the head sees the R-R intervals in seconds, the class balance, and the augmentations that
-    mimic another recorder (amplitude, noise, baseline wander, time shift and warp)."""
+    the head sees the R-R intervals in seconds, the class and record balance, and the
+    augmentations that mimic another recorder (amplitude, noise, baseline wander, time shift and
+    warp)."""
     train = copy.deepcopy(TRAINING)
     for field in ("optimizer", "schedule", "loss", "batch_size"):  # settled: adamw, cosine, weighted_ce
         del train[field]
     train["class_weight_power"] = ("uniform", 0.5, 1.0)
     train["class_weight_cap"] = ("choice", [10.0, 50.0, 200.0])
+    train["record_balance"] = ("choice", [0.0, 0.5, 1.0])
     train["augment"] = {
         "scale": ("choice", [0.0, 0.1, 0.2]),
         "noise": ("choice", [0.0, 0.01, 0.03]),

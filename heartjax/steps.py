@@ -27,8 +27,9 @@ from heartjax.models import build_model
 
 
 class Arrays(NamedTuple):
-    """A split as device arrays: beats (N, 187), labels (N,) and each beat's context (N, 6): its
-    R-R intervals and template features (`heartjax.data.context_features`)."""
+    """A split as device arrays: beats (N, 187), labels (N,) and each beat's context
+    (N, CONTEXT_WIDTH): its R-R intervals and the features computed from them and from the
+    beats (`heartjax.data.context_features`)."""
 
     x: jax.Array
     y: jax.Array
@@ -52,6 +53,21 @@ def to_arrays(table: BeatTable) -> Arrays:
         else np.zeros((len(table), CONTEXT_WIDTH), np.float32)
     )
     return Arrays(jnp.asarray(table.x), jnp.asarray(table.y, jnp.int32), jnp.asarray(context))
+
+
+def record_sampling_of(table: BeatTable, t: ml_collections.ConfigDict,
+                       rows: np.ndarray | None = None) -> np.ndarray | None:
+    """Each training beat's probability of being drawn under `t.record_balance`
+    (`heartjax.losses.record_sampling`), over `rows` of the table when given; None for 0."""
+    balance = t.get("record_balance", 0.0)
+    if balance == 0:
+        return None
+    if table.records is None:
+        raise UserError(f"{table.path or 'the training table'}: train.record_balance needs a "
+                        "'record' column; rebuild the tables with `python -m heartjax.data build` "
+                        "or set --config.train.record_balance=0")
+    rows = np.arange(len(table)) if rows is None else rows
+    return losses.record_sampling(table.y[rows], table.records[rows], balance)
 
 
 # ----------------------------------------------------------------------------- optimiser
@@ -280,12 +296,17 @@ def run_epoch(
     rng: jax.Array,
     *chunk_args: Any,
     on_chunk: Callable[[], None] | None = None,
+    sampling: jax.Array | None = None,
 ) -> tuple[Any, np.ndarray]:
     """One epoch over a permutation of `data` drawn from `rng`: `plan.calls` calls of
     `train_chunk`. Returns the new state and the chunk losses (one per call; a population's
     have a member axis). `on_chunk` runs after each call has finished (progress, timing).
+    `sampling`: each beat's probability (`heartjax.losses.record_sampling`); the epoch's beats
+    are then drawn with replacement instead.
     """
-    perm = jax.random.permutation(rng, data.x.shape[0])[: plan.beats]
+    n = data.x.shape[0]
+    perm = (jax.random.permutation(rng, n)[: plan.beats] if sampling is None
+            else jax.random.choice(rng, n, (plan.beats,), p=sampling))
     perm = perm.reshape(plan.calls, plan.chunk, plan.batch)
     chunk_losses = []
     for i in range(plan.calls):

@@ -35,7 +35,7 @@ from heartjax.data import (
 )
 from heartjax.errors import UserError, cli_entry
 from heartjax.runtime import enable_compilation_cache
-from heartjax.steps import build_program, make_train_chunk, run_epoch, to_arrays
+from heartjax.steps import build_program, make_train_chunk, record_sampling_of, run_epoch, to_arrays
 
 Metrics = dict[str, Any]
 # Called after every epoch with (epoch, flat validation metrics, checkpoint dir or None).
@@ -104,6 +104,8 @@ class Training:
         self.program = build_program(config, len(self.train_table), len(self.class_names),
                                      _init_source(config, self.class_names))
         self.train, self.val = to_arrays(self.train_table), to_arrays(self.val_table)
+        sampling = record_sampling_of(self.train_table, config.train)
+        self.sampling = None if sampling is None else jnp.asarray(sampling, jnp.float32)
         self.predict_fn = predict.make_predict_fn(self.program.model.apply)
         self.manager = ckpt.Manager(self.workdir, config.train.select_metric,
                                     config.train.keep_checkpoints)
@@ -156,7 +158,7 @@ class Training:
                 bar.update(plan.chunk * plan.batch)
 
             state, chunk_losses = run_epoch(train_chunk, state, self.train, plan, key, weights,
-                                            on_chunk=on_chunk)
+                                            on_chunk=on_chunk, sampling=self.sampling)
         train_s = time.perf_counter() - t0
         timed = train_s - (self.compile_s if first else 0.0)
         beats = (plan.calls - int(first)) * plan.chunk * plan.batch

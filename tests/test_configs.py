@@ -46,3 +46,12 @@ def test_extra_training_leads_need_validation_by_records():
         validate(c)
     c.data.val_by = "records"
     validate(c)
+
+
+def test_record_balance_is_a_share():
+    from heartjax.config import validate
+
+    c = load_config("configs/mitbih.py")
+    c.train.record_balance = 1.5
+    with pytest.raises(UserError, match="record_balance=1.5 must be in"):
+        validate(c)

@@ -21,6 +21,7 @@ from heartjax.data import (
     RHYTHM_FEATURES,
     RR_COLUMNS,
     SIGNAL_LEN,
+    SIZE_FEATURES,
     TABLE_FILES,
     TEMPLATE_FEATURES,
     BeatTable,
@@ -31,6 +32,7 @@ from heartjax.data import (
     load_table,
     physionet,
     rhythm_features,
+    size_features,
     stratified_split,
     template_features,
     train_val_split,
@@ -38,6 +40,7 @@ from heartjax.data import (
 )
 from heartjax.data.__main__ import DEFAULT_LEADS
 from heartjax.data.splits import DS1, DS2, PACED, group_split
+from heartjax.data.template import SIZE_LIMIT
 from heartjax.errors import UserError
 from tests.conftest import run_data_cli
 
@@ -202,6 +205,25 @@ def test_template_features_compare_a_beat_with_its_records_median():
     assert ctx.shape == (7, CONTEXT_WIDTH) and (ctx[:, :4] == 1).all()
 
 
+def test_size_features_say_how_a_qrs_differs_from_its_records_median():
+    t = np.arange(187)
+    narrow = np.exp(-0.5 * ((t - 5) / 3.0) ** 2)
+    wide = np.exp(-0.5 * ((t - 12) / 8.0) ** 2)  # as tall, slower
+    x = np.stack([narrow, narrow, narrow, 2 * narrow, wide])
+    f = size_features(x, np.array(["a"] * 5))
+    assert SIZE_FEATURES == ("qrs_size", "qrs_slope")
+    assert f.shape == (5, 2) and f.dtype == np.float32
+    np.testing.assert_allclose(f[:3], 0.0, atol=1e-6)  # the record's usual beat
+    np.testing.assert_allclose(f[3], np.log(2.0), atol=1e-6)  # twice as big, twice as steep
+    assert f[4, 0] > 0.1 and f[4, 1] < -0.5  # the wide complex spreads further, climbs slower
+    flat = size_features(np.zeros((3, 187)))
+    assert np.isfinite(flat).all() and (flat == 0).all()
+    odd = size_features(np.stack([narrow, narrow, np.zeros(187)]))
+    np.testing.assert_allclose(odd[2], -SIZE_LIMIT)  # a flat beat: capped, not -inf
+    ctx = context_features(x, np.ones((5, 4)), np.array(["a"] * 5))
+    np.testing.assert_array_equal(ctx[:, -2:], f)
+
+
 def test_rhythm_features_tell_a_premature_beat_from_an_irregular_rhythm():
     rng = np.random.default_rng(0)
     # record a: a steady 0.8 s rhythm with a premature beat (0.5 s, then a 1.1 s pause) every
@@ -228,7 +250,7 @@ def test_rhythm_features_tell_a_premature_beat_from_an_irregular_rhythm():
     # the records are separate: b's irregularity is not a's, and one record alone gives the same
     np.testing.assert_array_equal(f[:201], rhythm_features(rr[:201]))
     ctx = context_features(np.zeros((402, 187), np.float32), rr, records)
-    np.testing.assert_array_equal(ctx[:, -4:], f)
+    np.testing.assert_array_equal(ctx[:, 6:10], f)
 
 
 def test_ptb_label_from_header_comments():

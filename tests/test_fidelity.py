@@ -52,6 +52,14 @@ def test_importance_weights_restore_the_split_objective():
     assert w[0] > 1 > w[3]  # N (subsampled) weighs more, F (all kept) less
 
 
+def test_a_rung_draws_its_pool_by_the_record_sampling():
+    pool = np.array([3, 5, 8, 13])
+    plain = fidelity._index_stream(pool, np.random.default_rng(0))
+    assert sorted(next(plain) for _ in range(4)) == pool.tolist()  # an epoch: each row once
+    drawn = fidelity._index_stream(pool, np.random.default_rng(0), np.array([0.0, 0.0, 0.5, 0.5]))
+    assert {next(drawn) for _ in range(40)} == {8, 13}  # only what the sampling allows
+
+
 def test_rung_budgets_are_asha_milestones():
     c = load_config("configs/mitbih.py")
     budgets = fidelity.rung_budgets(c.tune)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 
 import heartjax
-from heartjax import population
+from heartjax import fidelity, population, steps
 from heartjax.cli import load_config
 from heartjax.data import SIGNAL_LEN, BeatTable
 from heartjax.errors import UserError
@@ -110,3 +113,38 @@ def test_a_damaged_last_state_is_one_line(splits, tmp_path):
     (tmp_path / "run" / "last_state.msgpack").write_bytes(b"not a state")
     with pytest.raises(UserError, match="corrupt"):
         train_and_evaluate(_config(), tmp_path / "run", splits=splits, progress=False, resume=True)
+
+
+def test_an_epoch_draws_its_beats_by_the_sampling_probabilities():
+    data = steps.Arrays(jnp.zeros((40, SIGNAL_LEN)), jnp.zeros(40, jnp.int32), jnp.zeros((40, 1)))
+    plan = steps.EpochPlan.of(40, batch_size=8, calls=5)
+
+    def chunk(drawn, data, idx):  # stands in for the jitted training: keeps what it was given
+        return drawn + [np.asarray(idx)], jnp.zeros(())
+
+    drawn, _ = steps.run_epoch(chunk, [], data, plan, jax.random.PRNGKey(0))
+    assert sorted(np.concatenate(drawn).ravel()) == list(range(40))  # each beat once
+    p = np.where(np.arange(40) < 10, 0.1, 0.0)  # only the first ten can be drawn
+    drawn, _ = steps.run_epoch(chunk, [], data, plan, jax.random.PRNGKey(0), sampling=jnp.asarray(p))
+    drawn = np.concatenate(drawn).ravel()
+    assert len(drawn) == 40 and drawn.max() < 10 and len(set(drawn)) > 5
+
+
+def test_record_balance_trains_on_records_and_needs_them(splits, tmp_path):
+    train, val = splits
+    c = _config(epochs=2)
+    c.train.record_balance = 1.0
+    with pytest.raises(UserError, match="record_balance needs a 'record' column"):
+        train_and_evaluate(c, tmp_path / "no_records", splits=splits, progress=False)
+    # record "a" holds 9 of every 10 beats; drawn alike, b's beats come up ~9x as often
+    records = np.where(np.arange(len(train)) % 10 == 0, "b", "a")
+    train = heartjax.data.BeatTable(train.x, train.y, train.dataset, meta=pd.DataFrame({"record": records}))
+    best = train_and_evaluate(c, tmp_path / "run", splits=(train, val), progress=False)
+    assert best["val"]["macro_recall"] > 0.8
+    # the tuner's rungs draw their pools the same way
+    c.tune.ladder, c.tune.rung_beats, c.tune.reduction_factor = (100, 0), 256, 2
+    rows = []
+    with pytest.raises(UserError, match="record_balance needs a 'record' column"):
+        fidelity.train_ladder(c, splits, rows.append)
+    fidelity.train_ladder(c, (train, val), rows.append)
+    assert [r["rung"] for r in rows] == [0, 1] and rows[1]["beats_seen"] >= 512

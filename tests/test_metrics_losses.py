@@ -96,6 +96,19 @@ def test_class_weight_cap_bounds_the_rarest_class():
                                losses.class_weights(y, 3, power=1.0))  # a loose cap changes nothing
 
 
+def test_record_sampling_draws_a_classs_records_alike():
+    y = np.array([0] * 90 + [0] * 10 + [1] * 4 + [1] * 1)
+    records = np.array(["a"] * 90 + ["b"] * 10 + ["a"] * 4 + ["b"])
+    n_share = 100 / 105
+    for balance, a_share_of_n in [(0.0, 0.9), (0.5, 0.75), (1.0, 0.5)]:  # 90 : 10 -> 9^0.5 : 1 -> 1 : 1
+        p = losses.record_sampling(y, records, balance)
+        assert p.sum() == pytest.approx(1.0) and (p > 0).all()
+        assert p[:100].sum() == pytest.approx(n_share)  # each class keeps its share of the draws
+        assert p[:90].sum() / p[:100].sum() == pytest.approx(a_share_of_n)
+        assert np.ptp(p[:90]) == 0 and np.ptp(p[90:100]) == 0  # alike within a record and class
+    np.testing.assert_allclose(losses.record_sampling(y, records, 0.0), 1 / len(y))
+
+
 def test_class_weight_scale_multiplies_one_class():
     y = np.array([0] * 900 + [1] * 90 + [2] * 10)
     plain = losses.class_weights(y, 3, power=1.0)

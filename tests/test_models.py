@@ -41,7 +41,7 @@ def synthetic_beats(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.n
     )
     x = np.where(y[:, None] == 0, narrow, wide) + 0.05 * rng.normal(size=(n, 187))
     rr = np.concatenate([rng.uniform(0.6, 1.2, size=(n, 4)), rng.uniform(0.0, 1.0, size=(n, 2)),
-                         rng.normal(0.0, 0.2, size=(n, 4))], axis=1)
+                         rng.normal(0.0, 0.2, size=(n, 6))], axis=1)
     return x.astype(np.float32), rr.astype(np.float32), y.astype(np.int32)
 
 
@@ -209,7 +209,10 @@ def test_adam_lowers_loss_on_synthetic_beats(small):
     assert final < 0.5 * initial, (initial, final)
 
 
-@pytest.mark.parametrize("field, columns", [("use_template", slice(4, 6)), ("use_rhythm", slice(6, 10))])
+@pytest.mark.parametrize(
+    "field, columns",
+    [("use_template", slice(4, 6)), ("use_rhythm", slice(6, 10)), ("use_size", slice(10, 12))],
+)
 def test_a_context_part_is_read_only_when_its_field_is_on(small, field, columns):
     """Without the field the head ignores its context columns; with it, it reads them."""
     moved = small.rr.copy()

@@ -17,7 +17,12 @@ from heartjax.data.tables import (
     load_table,
     write_table,
 )
-from heartjax.data.template import TEMPLATE_FEATURES, template_features
+from heartjax.data.template import (
+    SIZE_FEATURES,
+    TEMPLATE_FEATURES,
+    size_features,
+    template_features,
+)
 
 __all__ = [
     "CLASS_NAMES",
@@ -26,6 +31,7 @@ __all__ = [
     "RHYTHM_FEATURES",
     "RR_COLUMNS",
     "SIGNAL_LEN",
+    "SIZE_FEATURES",
     "TABLE_FILES",
     "TEMPLATE_FEATURES",
     "BeatTable",
@@ -35,6 +41,7 @@ __all__ = [
     "load_kaggle_ptb",
     "load_table",
     "rhythm_features",
+    "size_features",
     "stratified_split",
     "template_features",
     "train_val_split",

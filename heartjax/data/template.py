@@ -11,7 +11,9 @@ alone: S recall 0.55, V 0.77; adding the QRS pair: S 0.92, V 0.72. A second pair
 
 The model sees them as two more context columns after the four R-R intervals
 (`heartjax.data.context`), computed from the beats themselves (never stored in a table), so
-every table with beats and R-R columns has them.
+every table with beats and R-R columns has them. The size features (`size_features`, the
+model's `use_size`) say how a QRS differs from its record's median; cross-validation on DS1
+did not take them (docs/new-patients.md).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from heartjax.data.tables import record_rows
 # of the QRS complex and the ST segment.
 TEMPLATE_WINDOWS = {"qrs": (0, 40)}
 TEMPLATE_FEATURES = tuple(f"{w}_{stat}" for w in TEMPLATE_WINDOWS for stat in ("corr", "rms"))
+SIZE_FEATURES = ("qrs_size", "qrs_slope")
+SIZE_LIMIT = 5.0  # |log ratio| cap: a flat beat or template gives a bounded value, not -inf
 
 
 def template_features(x: np.ndarray, records: np.ndarray | None = None) -> np.ndarray:
@@ -45,4 +49,27 @@ def template_features(x: np.ndarray, records: np.ndarray | None = None) -> np.nd
             # a flat beat or a flat template has no shape to compare: correlation 0, not NaN
             out[idx, 2 * i] = np.where(norms > 1e-12, dc @ mc / np.maximum(norms, 1e-12), 0.0)
             out[idx, 2 * i + 1] = np.sqrt(((part - median) ** 2).mean(axis=1))
+    return out
+
+
+def size_features(x: np.ndarray, records: np.ndarray | None = None) -> np.ndarray:
+    """(N, 2) float32 per beat, SIZE_FEATURES, on the QRS window: the log of the beat's spread
+    (standard deviation) over its record's median's, and the log of its steepest slope over the
+    median's. Correlation and RMS say *that* a beat differs from its usual beat; these say
+    *how*: a ventricular complex is usually larger and slower (wider, so less steep for its
+    size) than the conducted one. Both are 0 for a beat shaped like its record's median;
+    capped at +-SIZE_LIMIT.
+
+    `records` groups the beats by recording (one group when None).
+    """
+    x = np.asarray(x, np.float64)
+    out = np.zeros((len(x), len(SIZE_FEATURES)), np.float32)
+    start, stop = TEMPLATE_WINDOWS["qrs"]
+    for idx in record_rows(len(x), records):
+        part = x[idx, start:stop]
+        median = np.median(part, axis=0)
+        for j, measure in enumerate((lambda a: a.std(axis=-1),
+                                     lambda a: np.abs(np.diff(a, axis=-1)).max(axis=-1))):
+            ratio = np.maximum(measure(part), 1e-12) / max(float(measure(median)), 1e-12)
+            out[idx, j] = np.clip(np.log(ratio), -SIZE_LIMIT, SIZE_LIMIT)
     return out

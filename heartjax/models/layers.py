@@ -29,7 +29,9 @@ NUM_RR_FEATURES = 9  # logs of the 4 intervals, of prev and next over local, of 
 NUM_RR = 4  # R-R columns at the start of a model's `context` input; the template features follow
 NUM_TEMPLATE_FEATURES = 2  # the QRS's correlation with its record's median QRS, RMS difference
 NUM_RHYTHM_FEATURES = 4  # irregularity, prev/next over the local median, prev over the record's
-CONTEXT_WIDTH = NUM_RR + NUM_TEMPLATE_FEATURES + NUM_RHYTHM_FEATURES  # heartjax.data.context
+NUM_SIZE_FEATURES = 2  # the QRS's spread and steepest slope against its record's median QRS (logs)
+# heartjax.data.context: R-R, template, rhythm, size
+CONTEXT_WIDTH = NUM_RR + NUM_TEMPLATE_FEATURES + NUM_RHYTHM_FEATURES + NUM_SIZE_FEATURES
 
 
 # --- configuration helpers ------------------------------------------------------------------
@@ -69,6 +71,8 @@ def check_common(m: nn.Module, positive: Sequence[str] = ()) -> None:
             "needs model.use_rr=True (the template features travel with the R-R features)")
     require(m.use_rr or not m.use_rhythm, "use_rhythm", m.use_rhythm,
             "needs model.use_rr=True (the rhythm features travel with the R-R features)")
+    require(m.use_rr or not m.use_size, "use_size", m.use_size,
+            "needs model.use_rr=True (the size features travel with the R-R features)")
     if hasattr(m, "conv_impl"):
         require(m.conv_impl in CONV_IMPLS, "conv_impl", m.conv_impl, "choose patch or xla")
     for field in positive:
@@ -242,21 +246,25 @@ class Classifier(nn.Module):
     morph_mix: float = 0.0
     rr_seconds: bool = True
     use_rhythm: bool = False
+    use_size: bool = False
 
     def head(self, h: jnp.ndarray, context: jnp.ndarray | None, train: bool) -> jnp.ndarray:
         return Head(num_classes=self.num_classes, hidden=self.head_hidden, dropout=self.dropout,
                     use_rr=self.use_rr, morph_dropout=self.morph_dropout,
                     use_template=self.use_template, morph_mix=self.morph_mix,
-                    rr_seconds=self.rr_seconds, use_rhythm=self.use_rhythm)(h, context, train)
+                    rr_seconds=self.rr_seconds, use_rhythm=self.use_rhythm,
+                    use_size=self.use_size)(h, context, train)
 
 
 class Head(nn.Module):
     """Pooled features (+ R-R features when use_rr, + template features when use_template,
-    + rhythm features when use_rhythm) -> Dense/ReLU/Dropout per hidden -> logits.
+    + rhythm features when use_rhythm, + size features when use_size) -> Dense/ReLU/Dropout per
+    hidden -> logits.
 
     `context` is (B, CONTEXT_WIDTH): the R-R intervals (`heartjax.data.RR_COLUMNS`), then the
     beat's similarity to its record's median beat (`heartjax.data.template`), then the rhythm
-    around the beat (`heartjax.data.rhythm`).
+    around the beat (`heartjax.data.rhythm`), then the beat's QRS size and slope against its
+    record's median QRS (`heartjax.data.template.size_features`).
 
     `morph_dropout`: in training, the whole pooled beat-shape vector of a beat is zeroed with
     this probability, so the head must also classify from the R-R features alone. Shapes are
@@ -274,7 +282,11 @@ class Head(nn.Module):
 
     `use_rhythm`: the head also sees how irregular the rhythm around the beat is and its
     intervals against the local and record medians, so a short interval in atrial fibrillation
-    need not read as a premature beat."""
+    need not read as a premature beat.
+
+    `use_size`: the head also sees how the beat's QRS differs in size and slope from its
+    record's usual QRS (a ventricular complex is often larger and wider), which the shape-free
+    half otherwise knows only as a correlation and an RMS difference."""
 
     num_classes: int
     hidden: Sequence[int] = ()
@@ -285,6 +297,7 @@ class Head(nn.Module):
     morph_mix: float = 0.0
     rr_seconds: bool = True
     use_rhythm: bool = False
+    use_size: bool = False
 
     @nn.compact
     def __call__(self, h: jnp.ndarray, context: jnp.ndarray | None, train: bool) -> jnp.ndarray:
@@ -309,8 +322,11 @@ class Head(nn.Module):
             parts = [h, rr_features(context[:, :NUM_RR], self.rr_seconds)]
             if self.use_template:
                 parts.append(template_features(context[:, NUM_RR:NUM_RR + NUM_TEMPLATE_FEATURES]))
+            rhythm = NUM_RR + NUM_TEMPLATE_FEATURES
             if self.use_rhythm:
-                parts.append(context[:, NUM_RR + NUM_TEMPLATE_FEATURES:])
+                parts.append(context[:, rhythm:rhythm + NUM_RHYTHM_FEATURES])
+            if self.use_size:
+                parts.append(context[:, rhythm + NUM_RHYTHM_FEATURES:])
             h = jnp.concatenate(parts, axis=-1)
         for width in self.hidden:
             h = nn.relu(nn.Dense(int(width))(h))
