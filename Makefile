@@ -130,8 +130,8 @@ annotate-ds2-ensemble: $(addsuffix /best.json,$(ENSEMBLE))
 # -> reports/crossval_adapt_norm (3 min); the earlier config -> reports/crossval_first_trial
 # (70 min); the band-passed tables -> reports/crossval_bandpass (10 min); the rhythm features
 # -> reports/crossval_rhythm (~28 min; the second seed -> reports/crossval_rhythm_seed1, ~13 min);
-# the size features -> reports/crossval_size (11 min). These ran before :interpatient drew the
-# records alike ($(UNBALANCED)). The record balance -> reports/crossval_balance (11 min; the
+# the size features -> reports/crossval_size (10 min). These ran before :interpatient drew the
+# records alike ($(UNBALANCED)). The record balance -> reports/crossval_balance (12 min; the
 # second seed -> reports/crossval_balance_seed1, 6 min).
 UNBALANCED := --config.train.record_balance=0
 CROSSVAL := $(PY) experiments/crossval.py --data-dir $(DATA)/interpatient --lead2 $(DATA)/interpatient_lead2/heart_big_train.parq

@@ -30,6 +30,13 @@ SIZE_FEATURES = ("qrs_size", "qrs_slope")
 SIZE_LIMIT = 5.0  # |log ratio| cap: a flat beat or template gives a bounded value, not -inf
 
 
+def _against_median(x: np.ndarray, records: np.ndarray | None, start: int, stop: int):
+    """For each recording: its rows, their samples start:stop and the median of those."""
+    for idx in record_rows(len(x), records):
+        part = x[idx, start:stop]
+        yield idx, part, np.median(part, axis=0)
+
+
 def template_features(x: np.ndarray, records: np.ndarray | None = None) -> np.ndarray:
     """(N, 2) float32 per beat, TEMPLATE_FEATURES: for each of TEMPLATE_WINDOWS, the Pearson
     correlation and the RMS difference between that part of the beat and the median of that part
@@ -39,10 +46,8 @@ def template_features(x: np.ndarray, records: np.ndarray | None = None) -> np.nd
     """
     x = np.asarray(x, np.float64)
     out = np.zeros((len(x), len(TEMPLATE_FEATURES)), np.float32)
-    for idx in record_rows(len(x), records):
-        for i, (start, stop) in enumerate(TEMPLATE_WINDOWS.values()):
-            part = x[idx, start:stop]
-            median = np.median(part, axis=0)
+    for i, (start, stop) in enumerate(TEMPLATE_WINDOWS.values()):
+        for idx, part, median in _against_median(x, records, start, stop):
             dc = part - part.mean(axis=1, keepdims=True)
             mc = median - median.mean()
             norms = np.linalg.norm(dc, axis=1) * np.linalg.norm(mc)
@@ -50,6 +55,14 @@ def template_features(x: np.ndarray, records: np.ndarray | None = None) -> np.nd
             out[idx, 2 * i] = np.where(norms > 1e-12, dc @ mc / np.maximum(norms, 1e-12), 0.0)
             out[idx, 2 * i + 1] = np.sqrt(((part - median) ** 2).mean(axis=1))
     return out
+
+
+def _spread(a: np.ndarray) -> np.ndarray:
+    return a.std(axis=-1)
+
+
+def _steepest(a: np.ndarray) -> np.ndarray:
+    return np.abs(np.diff(a, axis=-1)).max(axis=-1)
 
 
 def size_features(x: np.ndarray, records: np.ndarray | None = None) -> np.ndarray:
@@ -64,12 +77,8 @@ def size_features(x: np.ndarray, records: np.ndarray | None = None) -> np.ndarra
     """
     x = np.asarray(x, np.float64)
     out = np.zeros((len(x), len(SIZE_FEATURES)), np.float32)
-    start, stop = TEMPLATE_WINDOWS["qrs"]
-    for idx in record_rows(len(x), records):
-        part = x[idx, start:stop]
-        median = np.median(part, axis=0)
-        for j, measure in enumerate((lambda a: a.std(axis=-1),
-                                     lambda a: np.abs(np.diff(a, axis=-1)).max(axis=-1))):
+    for idx, part, median in _against_median(x, records, *TEMPLATE_WINDOWS["qrs"]):
+        for j, measure in enumerate((_spread, _steepest)):
             ratio = np.maximum(measure(part), 1e-12) / max(float(measure(median)), 1e-12)
             out[idx, j] = np.clip(np.log(ratio), -SIZE_LIMIT, SIZE_LIMIT)
     return out

@@ -2,8 +2,8 @@
 `default_config()`; `build_model(config.model, num_classes)` imports it by name.
 
 Contract of every `Model`: `__call__(x, context=None, *, train=False) -> logits` with `x`
-(B, 187) float32, optional `context` (B, 10): the R-R intervals in seconds, the template and
-the rhythm features (`heartjax.data.context_features`; used when the field `use_rr` is True),
+(B, 187) float32, optional `context` (B, CONTEXT_WIDTH): the R-R intervals in seconds, the
+template, rhythm and size features (`heartjax.data.context_features`; read when `use_rr`),
 logits (B, num_classes); dropout draws from the rng "dropout", batch norm keeps "batch_stats".
 Adding a model is adding one file.
 """
