@@ -132,9 +132,14 @@ annotate-ds2-ensemble: $(addsuffix /best.json,$(ENSEMBLE))
 # -> reports/crossval_rhythm (~28 min; the second seed -> reports/crossval_rhythm_seed1, ~13 min);
 # the size features -> reports/crossval_size (10 min). These ran before :interpatient drew the
 # records alike ($(UNBALANCED)). The record balance -> reports/crossval_balance (12 min; the
-# second seed -> reports/crossval_balance_seed1, 6 min).
+# second seed -> reports/crossval_balance_seed1, 6 min); the beat against its record's median
+# beat -> reports/crossval_median_diff (18 min); the records drawn alike in some classes only ->
+# reports/crossval_balance_classes (12 min). Every fold model here chose its epoch with one mix
+# for all classes (the CROSSVAL line); V's own mix is scored on those models without training
+# again -> reports/crossval_mix_by_class, _seed1, _unbalanced (2 min each).
 UNBALANCED := --config.train.record_balance=0
-CROSSVAL := $(PY) experiments/crossval.py --data-dir $(DATA)/interpatient --lead2 $(DATA)/interpatient_lead2/heart_big_train.parq
+CROSSVAL := $(PY) experiments/crossval.py --data-dir $(DATA)/interpatient --lead2 $(DATA)/interpatient_lead2/heart_big_train.parq --config.model.morph_mix_by_class='()'
+MIX_BY_CLASS := --mix 0.75:0.75:0.3:0.75:0.75,0.75:0.75:0.4:0.75:0.75,0.75:0.75:0.5:0.75:0.75
 BANDPASS := $(DATA)/interpatient_bandpass/heart_big_train.parq $(DATA)/interpatient_bandpass_lead2/heart_big_train.parq
 crossval: setup data-interpatient $(BANDPASS)
 	$(CROSSVAL) --variants shipped,mlii,rr_seconds,rr_seconds_mlii,rr_seconds_full_balance,morph_0.8,s_weight_2 --mix 0.5,0.6,0.9 $(UNBALANCED) --out reports/crossval
@@ -142,12 +147,17 @@ crossval: setup data-interpatient $(BANDPASS)
 	$(CROSSVAL) --variants shipped --adapt-norm 0.5,1 $(UNBALANCED) --out reports/crossval_adapt_norm
 	$(CROSSVAL) --variants first_trial_ratios,first_trial,shipped --mix 0.5 $(UNBALANCED) --out reports/crossval_first_trial
 	$(PY) experiments/crossval.py --data-dir $(DATA)/interpatient_bandpass --lead2 $(DATA)/interpatient_bandpass_lead2/heart_big_train.parq \
-	  --variants shipped --work runs/experiments/crossval_bandpass $(UNBALANCED) --out reports/crossval_bandpass
+	  --variants shipped --work runs/experiments/crossval_bandpass $(UNBALANCED) --config.model.morph_mix_by_class='()' --out reports/crossval_bandpass
 	$(CROSSVAL) --variants shipped,rhythm,rhythm_s_weight_2,rhythm_morph_0.8 --mix 0.5,0.6,0.9 --work runs/experiments/crossval_rhythm $(UNBALANCED) --out reports/crossval_rhythm
 	$(CROSSVAL) --variants shipped,rhythm --seed 1 --work runs/experiments/crossval_rhythm $(UNBALANCED) --out reports/crossval_rhythm_seed1
 	$(CROSSVAL) --variants shipped,size --mix 0.5,0.6,0.9 $(UNBALANCED) --work runs/experiments/crossval_size --out reports/crossval_size
 	$(CROSSVAL) --variants record_balance,record_balance_0.5 --mix 0.5,0.6,0.9 --work runs/experiments/crossval_balance --out reports/crossval_balance
 	$(CROSSVAL) --variants record_balance --seed 1 --work runs/experiments/crossval_balance --out reports/crossval_balance_seed1
+	$(CROSSVAL) --variants median_diff,median_diff_morph_0.7,median_diff_morph_0.5 --mix 0.5,0.6,0.9 --work runs/experiments/crossval_median_diff --out reports/crossval_median_diff
+	$(CROSSVAL) --variants balance_but_v,balance_s --mix 0.5,0.6,0.9 --work runs/experiments/crossval_balance_classes --out reports/crossval_balance_classes
+	$(CROSSVAL) --variants record_balance $(MIX_BY_CLASS) --work runs/experiments/crossval_balance --out reports/crossval_mix_by_class
+	$(CROSSVAL) --variants record_balance --seed 1 $(MIX_BY_CLASS) --work runs/experiments/crossval_balance --out reports/crossval_mix_by_class_seed1
+	$(CROSSVAL) --variants shipped $(UNBALANCED) $(MIX_BY_CLASS) --work runs/experiments/crossval_rhythm --out reports/crossval_mix_by_class_unbalanced
 
 # The new-patient model and its three seeds' ensemble on recordings unlike MIT-BIH's MLII: DS2
 # cut from the second channel, DS2 resampled to 250 and 500 Hz, the PTB normal beats.

@@ -14,7 +14,8 @@ way from the trained ones to the record's own, AdaBN, Li et al. 2016). DS2 is no
     python experiments/crossval.py --variants shipped,rr_seconds --mix 0.5,0.6,0.9 --adapt-norm 0.5,1
 
 Any field of the config can be overridden as for training (`--config.train.epochs=4`);
-a fold's model is reused from `--work` only when it was trained with the same config.
+a fold's model is reused from `--work` only when it was trained with the same config (a field
+added to heartjax since, left at its default, counts as the same).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 from heartjax import metrics, space
 from heartjax.checkpoint import Predictor, load_checkpoint
 from heartjax.cli import parse_config_flags
+from heartjax.data import CLASS_NAMES
 from heartjax.errors import UserError, cli_entry
 from heartjax.evaluate import evaluate_table
 from heartjax.experiment import CONFIGS, quick_overrides
@@ -58,9 +60,18 @@ VARIANTS = {
     "rhythm_morph_0.8": {"model.use_rhythm": True, "model.morph_dropout": 0.8},
     # the head also sees the QRS's size and slope against its record's median QRS
     "size": {"model.use_size": True},
+    # the convolutions also see the beat minus its record's median beat
+    "median_diff": {"model.use_median_diff": True},
+    # ... and, that shape being the patient's own, the head sees it more often
+    "median_diff_morph_0.7": {"model.use_median_diff": True, "model.morph_dropout": 0.7},
+    "median_diff_morph_0.5": {"model.use_median_diff": True, "model.morph_dropout": 0.5},
     # a class's records drawn alike (heartjax.losses.record_sampling), fully and halfway
     "record_balance": {"train.record_balance": 1.0},
     "record_balance_0.5": {"train.record_balance": 0.5},
+    # the records drawn alike in every class but V (V as it is: 208's 992 beats teach V its
+    # shapes), and in S alone
+    "balance_but_v": {"train.record_balance_classes": ("N", "S", "F", "Q")},
+    "balance_s": {"train.record_balance_classes": ("S",)},
     # the new-patient search's first trial: the resnet1d's own 32 channels of kernel 5 without
     # normalisation, head (32, 32), morphology dropout 0.8, full class balance, no augmentation
     "first_trial": {**FIRST_TRIAL, "model.rr_seconds": True, "data.extra_train": ""},
@@ -78,11 +89,30 @@ def fold_model_and_table(base, overrides: dict, folds: int, fold: int, run: Path
         quick_overrides(config)
     if not (run / "best.json").exists():
         train_and_evaluate(config, run, progress=False, overwrite=True)
-    elif json.loads((run / "config.json").read_text()) != json.loads(config.to_json_best_effort()):
+    elif not same_training(json.loads((run / "config.json").read_text()), config):
         raise UserError(f"{run} holds a model of another config than this variant's; pick "
                         "another --work for these config overrides")
     _, val = load_splits(space.apply(config, {"data.extra_train": ""}))
     return load_checkpoint(run), val
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def same_training(saved: dict, config) -> bool:
+    """Whether a run folder's config is `config`; a field added to heartjax after the run was
+    trained (absent from `saved`) counts as the same while it holds its default."""
+    from heartjax.config import base_config
+
+    current = _flat(json.loads(config.to_json_best_effort()))
+    default = _flat(json.loads(base_config(config.data.dataset, config.model.name).to_json_best_effort()))
+    saved = _flat(saved)
+    return all(saved[k] == v if k in saved else k in default and default[k] == v
+               for k, v in current.items()) and set(saved) <= set(current)
 
 
 def adapted_proba(model: Predictor, table, share: float) -> np.ndarray:
@@ -139,7 +169,9 @@ def main() -> None:
         ("--variants", dict(default="shipped", help="training variants, comma-separated, of "
                                                     + ", ".join(VARIANTS))),
         ("--mix", dict(default="", help="evaluation-time model.morph_mix values to score too, "
-                                        "e.g. 0.5,0.9 (default: the config's only)")),
+                                        "e.g. 0.5,0.9, or one weight per class joined by ':' "
+                                        "(model.morph_mix_by_class), e.g. 0.75:0.75:0.4:0.75:0.75 "
+                                        "(default: the config's only)")),
         ("--adapt-norm", dict(default="", help="test-time batch-norm adaptation shares to score "
                                                "too, e.g. 0.5,1 (each record's own statistics; "
                                                "default: none)")),
@@ -158,13 +190,10 @@ def main() -> None:
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
         raise UserError(f"unknown --variants {', '.join(unknown)}; use {', '.join(VARIANTS)}")
-    try:
-        mixes = [float(m) for m in args.mix.split(",") if m.strip()]
-    except ValueError:
-        raise UserError(f"--mix {args.mix!r}: give numbers in [0, 1), e.g. 0.5,0.75") from None
-    if any(not 0.0 <= m < 1.0 for m in mixes):
-        raise UserError(f"--mix {args.mix!r}: every value must lie in [0, 1)")
-    mixes = sorted({float(base.model.morph_mix), *mixes})
+    own = config_mix(base)
+    mixes = [own, *(parse_mix(m, len(CLASS_NAMES[base.data.dataset])) for m in args.mix.split(",")
+                    if m.strip())]
+    mixes = sorted(set(mixes), key=lambda m: (isinstance(m, tuple), m))
     try:
         shares = [float(a) for a in args.adapt_norm.split(",") if a.strip()]
     except ValueError:
@@ -175,7 +204,7 @@ def main() -> None:
         raise UserError(f"--adapt-norm needs a model with batch normalisation; {args.config} "
                         f"has model.norm={base.model.get('norm')!r}")
     # what is scored on each fold's model: (morph_mix, adapt_norm share)
-    settings = [(m, 0.0) for m in mixes] + [(float(base.model.morph_mix), a) for a in sorted(set(shares))]
+    settings = [(m, 0.0) for m in mixes] + [(own, a) for a in sorted(set(shares))]
 
     rows, folds_of = [], {}
     by_record: dict[str, dict] = {name: {} for name in names}
@@ -190,13 +219,13 @@ def main() -> None:
             folds_of[fold] = sorted(set(val.meta["record"].astype(str)))
             for key in settings:
                 mix, share = key
-                mixed = model.with_model(morph_mix=mix)
+                mixed = model.with_model(**mix_fields(mix))
                 if share:
                     proba = adapted_proba(mixed, val, share)
                     m = metrics.evaluate_predictions(val.y, proba, model.class_names)
                 else:
                     m, proba = evaluate_table(mixed, val)
-                if key == (base.model.morph_mix, 0.0):
+                if key == (own, 0.0):
                     by_record[name].update(record_recalls(val, proba.argmax(axis=1)))
                 cm = np.asarray(m["confusion_matrix"], np.int64)
                 pooled[key] = cm if pooled[key] is None else pooled[key] + cm
@@ -207,16 +236,46 @@ def main() -> None:
             rows.append({"variant": name, "morph_mix": mix, "adapt_norm": share, **scores,
                          "folds_nsv_recall": per_fold[key],
                          "confusion_matrix": pooled[key].tolist()})
-            print(f"[{name} mix {mix:g} adapt {share:g}] pooled "
+            print(f"[{name} mix {mix_label(mix)} adapt {share:g}] pooled "
                   + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"config": args.config, "seed": args.seed, "folds": {str(k): v for k, v in folds_of.items()},
               "rows": rows, "records": by_record}
     (out / "results.json").write_text(json.dumps(result, indent=2))
-    text = markdown(rows, folds_of) + record_markdown(by_record, base.model.morph_mix)
+    text = markdown(rows, folds_of) + record_markdown(by_record, own)
     (out / "results.md").write_text(text)
     print(text)
+
+
+def config_mix(config) -> float | tuple[float, ...]:
+    """The config's evaluation-time mix: its one weight per class, or its one weight."""
+    return tuple(config.model.get("morph_mix_by_class", ())) or float(config.model.morph_mix)
+
+
+def parse_mix(text: str, num_classes: int) -> float | tuple[float, ...]:
+    """'0.5' -> 0.5; '0.75:0.75:0.4:0.75:0.75' -> one weight per class."""
+    try:
+        values = tuple(float(v) for v in text.split(":"))
+    except ValueError:
+        raise UserError(f"--mix {text!r}: give numbers in [0, 1), e.g. 0.5 or "
+                        "0.75:0.75:0.4:0.75:0.75") from None
+    if any(not 0.0 <= v < 1.0 for v in values):
+        raise UserError(f"--mix {text!r}: every weight must lie in [0, 1)")
+    if len(values) not in (1, num_classes):
+        raise UserError(f"--mix {text!r}: one weight, or one per class ({num_classes})")
+    return values[0] if len(values) == 1 else values
+
+
+def mix_fields(mix: float | tuple[float, ...]) -> dict:
+    """The model fields that evaluate with `mix`."""
+    if isinstance(mix, tuple):
+        return {"morph_mix_by_class": mix}
+    return {"morph_mix": mix, "morph_mix_by_class": ()}
+
+
+def mix_label(mix) -> str:
+    return ":".join(f"{v:g}" for v in mix) if isinstance(mix, (tuple, list)) else f"{mix:g}"
 
 
 def markdown(rows: list[dict], folds_of: dict[int, list[str]]) -> str:
@@ -226,7 +285,7 @@ def markdown(rows: list[dict], folds_of: dict[int, list[str]]) -> str:
             "S recall (precision) | V recall (precision) | per fold |\n"
             "|---|---|---|---|---|---|---|---|\n")
     lines = [
-        f"| {r['variant']} | {r['morph_mix']:g} | {r.get('adapt_norm', 0.0):g} | {r['nsv_recall']:.3f} | "
+        f"| {r['variant']} | {mix_label(r['morph_mix'])} | {r.get('adapt_norm', 0.0):g} | {r['nsv_recall']:.3f} | "
         f"{r['N_recall']:.3f} ({r['N_precision']:.3f}) | {r['S_recall']:.3f} ({r['S_precision']:.3f}) | "
         f"{r['V_recall']:.3f} ({r['V_precision']:.3f}) | "
         + " / ".join(f"{v:.3f}" for v in r["folds_nsv_recall"]) + " |"
@@ -236,7 +295,7 @@ def markdown(rows: list[dict], folds_of: dict[int, list[str]]) -> str:
             "column is each fold's N/S/V recall.\n\n" + head + "\n".join(lines) + "\n")
 
 
-def record_markdown(by_record: dict[str, dict], mix: float, least: int = 20) -> str:
+def record_markdown(by_record: dict[str, dict], mix: float | tuple[float, ...], least: int = 20) -> str:
     """S and V recall in each record holding at least `least` of that class, per variant."""
     names = list(by_record)
     records = sorted(next(iter(by_record.values())), key=str) if names else []
@@ -244,7 +303,7 @@ def record_markdown(by_record: dict[str, dict], mix: float, least: int = 20) -> 
     for c in ("S", "V"):
         rich = [r for r in records if by_record[names[0]][r][c] >= least]
         lines.append(f"\n{c} recall in the records with at least {least} {c} beats (out of fold, "
-                     f"morph_mix {mix:g}):\n\n| record | {c} beats | " + " | ".join(names)
+                     f"morph_mix {mix_label(mix)}):\n\n| record | {c} beats | " + " | ".join(names)
                      + " |\n|---|---|" + "---|" * len(names))
         lines += [f"| {r} | {by_record[names[0]][r][c]} | "
                   + " | ".join(f"{by_record[n][r][c + '_recall']:.2f}" for n in names) + " |"

@@ -231,9 +231,12 @@ class Predictor:
 
     def with_model(self, **fields: Any) -> Predictor:
         """The same weights with model fields that act only at evaluation changed (e.g.
-        `morph_mix`); a field that shapes the weights fails to build or to apply."""
+        `morph_mix`); a field that shapes the weights fails to build or to apply. `morph_mix`
+        alone sets one mix for every class (it clears `morph_mix_by_class`)."""
         from heartjax.models import build_model
 
+        if "morph_mix" in fields:
+            fields = {"morph_mix_by_class": (), **fields}
         config = ml_collections.ConfigDict(self.config.to_dict())
         config.model.update(fields)
         model = build_model(config.model, len(self.class_names))

@@ -62,6 +62,7 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     # 0..1: how far each class's records are drawn alike (heartjax.losses.record_sampling);
     # 0 = every beat once an epoch. Needs the tables' record column.
     c.train.record_balance = 0.0
+    c.train.record_balance_classes = ()  # the classes so drawn, by name: ("N", "S"); () = all
     c.train.focal_gamma = 2.0
     c.train.seed = 0
     c.train.select_metric = "macro_recall"  # the client wants recall first
@@ -147,6 +148,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(all(v > 0 for v in scale), f"train.class_weight_scale={scale} must hold factors > 0")
     need(0.0 <= t.get("record_balance", 0.0) <= 1.0,
          f"train.record_balance={t.get('record_balance')} must be in [0, 1]")
+    named = tuple(t.get("record_balance_classes", ()))
+    need(set(named) <= set(classes), f"train.record_balance_classes={named} must name classes "
+         f"of {d.dataset} ({', '.join(classes)}), or be () for all")
     need(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay} must be >= 0")
     need(t.patience >= 1, f"train.patience={t.patience} must be >= 1")
     need(t.keep_checkpoints >= 1, f"train.keep_checkpoints={t.keep_checkpoints} must be >= 1")

@@ -7,7 +7,7 @@ jitted step serves every loss and a population can vary them per member.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import jax
 import jax.numpy as jnp
@@ -58,21 +58,24 @@ def loss_weights(labels: np.ndarray, num_classes: int, t: ml_collections.ConfigD
                          tuple(t.class_weight_scale))
 
 
-def record_sampling(labels: np.ndarray, records: np.ndarray, balance: float) -> np.ndarray:
+def record_sampling(labels: np.ndarray, records: np.ndarray, balance: float,
+                    classes: Collection[int] | None = None) -> np.ndarray:
     """Probability of drawing each training beat when a class's records weigh alike.
 
     Within each class, record r's share of the class's draws goes from its count n_r (balance
     0: the beats as they are) to n_r^(1 - balance) (1: every record as much as any other);
     each class keeps its share of all draws, so the class weights act as before. A new patient
     is one more record: a record of a thousand V beats should not teach the V class its one
-    shape.
+    shape. `classes` (indices; None: all) are the classes so drawn; the others' beats are
+    drawn as they are.
     """
     labels, records = np.asarray(labels), np.asarray(records).astype(str)
     p = np.zeros(len(labels), np.float64)
     for c in np.unique(labels):
         rows = np.flatnonzero(labels == c)
         _, inverse, counts = np.unique(records[rows], return_inverse=True, return_counts=True)
-        share = counts ** (1.0 - balance)
+        drawn_alike = classes is None or int(c) in classes
+        share = counts ** (1.0 - balance) if drawn_alike else counts.astype(np.float64)
         # every beat of record r gets share_r / n_r; the class then sums to its count
         p[rows] = (share / share.sum() / counts * len(rows))[inverse]
     return p / p.sum()

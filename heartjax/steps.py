@@ -57,8 +57,9 @@ def to_arrays(table: BeatTable) -> Arrays:
 
 def record_sampling_of(table: BeatTable, t: ml_collections.ConfigDict,
                        rows: np.ndarray | None = None) -> np.ndarray | None:
-    """Each training beat's probability of being drawn under `t.record_balance`
-    (`heartjax.losses.record_sampling`), over `rows` of the table when given; None for 0."""
+    """Each training beat's probability of being drawn under `t.record_balance` for the
+    classes `t.record_balance_classes` names (`heartjax.losses.record_sampling`), over `rows`
+    of the table when given; None for 0."""
     balance = t.get("record_balance", 0.0)
     if balance == 0:
         return None
@@ -67,7 +68,9 @@ def record_sampling_of(table: BeatTable, t: ml_collections.ConfigDict,
                         "'record' column; rebuild the tables with `python -m heartjax.data build` "
                         "or set --config.train.record_balance=0")
     rows = np.arange(len(table)) if rows is None else rows
-    return losses.record_sampling(table.y[rows], table.records[rows], balance)
+    named = tuple(t.get("record_balance_classes", ()))
+    classes = [table.class_names.index(c) for c in named] if named else None
+    return losses.record_sampling(table.y[rows], table.records[rows], balance, classes)
 
 
 # ----------------------------------------------------------------------------- optimiser

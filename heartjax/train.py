@@ -102,9 +102,10 @@ class Training:
         sampling = record_sampling_of(self.train_table, config.train)  # before anything is written
         self.sampling = None if sampling is None else jnp.asarray(sampling, jnp.float32)
         self.class_names = self.train_table.class_names
-        (self.workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
         self.program = build_program(config, len(self.train_table), len(self.class_names),
                                      _init_source(config, self.class_names))
+        # after the model's fields are checked (build_program builds it)
+        (self.workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
         self.train, self.val = to_arrays(self.train_table), to_arrays(self.val_table)
         self.predict_fn = predict.make_predict_fn(self.program.model.apply)
         self.manager = ckpt.Manager(self.workdir, config.train.select_metric,

@@ -55,3 +55,7 @@ def test_record_balance_is_a_share():
     c.train.record_balance = 1.5
     with pytest.raises(UserError, match="record_balance=1.5 must be in"):
         validate(c)
+    c.train.record_balance = 1.0
+    c.train.record_balance_classes = ("S", "X")
+    with pytest.raises(UserError, match="record_balance_classes=.*must name classes of mitbih"):
+        validate(c)

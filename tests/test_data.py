@@ -17,6 +17,7 @@ import wfdb
 
 from heartjax.data import (
     CLASS_NAMES,
+    CONTEXT_COLUMNS,
     CONTEXT_WIDTH,
     RHYTHM_FEATURES,
     RR_COLUMNS,
@@ -30,6 +31,7 @@ from heartjax.data import (
     load_dataset,
     load_kaggle_ptb,
     load_table,
+    median_difference,
     physionet,
     rhythm_features,
     size_features,
@@ -221,7 +223,23 @@ def test_size_features_say_how_a_qrs_differs_from_its_records_median():
     odd = size_features(np.stack([narrow, narrow, np.zeros(187)]))
     np.testing.assert_allclose(odd[2], -SIZE_LIMIT)  # a flat beat: capped, not -inf
     ctx = context_features(x, np.ones((5, 4)), np.array(["a"] * 5))
-    np.testing.assert_array_equal(ctx[:, -2:], f)
+    np.testing.assert_array_equal(ctx[:, 10:12], f)
+
+
+def test_median_difference_is_the_beat_against_its_records_median_beat():
+    t = np.arange(187)
+    narrow = np.exp(-0.5 * ((t - 5) / 3.0) ** 2)
+    wide = np.exp(-0.5 * ((t - 25) / 10.0) ** 2)
+    x = np.stack([narrow, narrow, wide, wide, wide, narrow]).astype(np.float32)
+    records = np.array(["a", "a", "a", "b", "b", "b"])
+    d = median_difference(x, records)
+    assert d.shape == (6, 187) and d.dtype == np.float32
+    np.testing.assert_array_equal(d[[0, 1, 3, 4]], 0.0)  # each record's usual beat
+    np.testing.assert_allclose(d[2], wide - narrow, atol=1e-6)  # a's odd one, against a's median
+    np.testing.assert_allclose(d[5], narrow - wide, atol=1e-6)  # b's usual beat is wide
+    ctx = context_features(x, np.ones((6, 4)), records)
+    np.testing.assert_array_equal(ctx[:, -187:], d)
+    assert CONTEXT_COLUMNS[-1] == "vs_median_186" and len(CONTEXT_COLUMNS) == CONTEXT_WIDTH
 
 
 def test_rhythm_features_tell_a_premature_beat_from_an_irregular_rhythm():

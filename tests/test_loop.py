@@ -141,6 +141,15 @@ def test_record_balance_trains_on_records_and_needs_them(splits, tmp_path):
     train = heartjax.data.BeatTable(train.x, train.y, train.dataset, meta=pd.DataFrame({"record": records}))
     best = train_and_evaluate(c, tmp_path / "run", splits=(train, val), progress=False)
     assert best["val"]["macro_recall"] > 0.8
+    # record_balance_classes names the classes drawn alike: here the abnormal beats only
+    both = steps.record_sampling_of(train, c.train)
+    c.train.record_balance_classes = (train.class_names[1],)
+    one = steps.record_sampling_of(train, c.train)
+    normal, in_b = train.y == 0, records == "b"
+    assert both[normal & in_b].sum() / both[normal].sum() == pytest.approx(0.5)
+    assert one[normal & in_b].sum() / one[normal].sum() == pytest.approx(np.mean(in_b[normal]))
+    np.testing.assert_allclose(one[~normal], both[~normal])
+    c.train.record_balance_classes = ()
     # the tuner's rungs draw their pools the same way
     c.tune.ladder, c.tune.rung_beats, c.tune.reduction_factor = (100, 0), 256, 2
     rows = []

@@ -107,6 +107,10 @@ def test_record_sampling_draws_a_classs_records_alike():
         assert p[:90].sum() / p[:100].sum() == pytest.approx(a_share_of_n)
         assert np.ptp(p[:90]) == 0 and np.ptp(p[90:100]) == 0  # alike within a record and class
     np.testing.assert_allclose(losses.record_sampling(y, records, 0.0), 1 / len(y))
+    # only the classes named are drawn alike: N's records as they are, S's alike
+    p = losses.record_sampling(y, records, 1.0, classes=[1])
+    assert p[:90].sum() / p[:100].sum() == pytest.approx(0.9)
+    assert p[100:104].sum() == pytest.approx(p[104])
 
 
 def test_class_weight_scale_multiplies_one_class():

@@ -41,7 +41,7 @@ def synthetic_beats(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.n
     )
     x = np.where(y[:, None] == 0, narrow, wide) + 0.05 * rng.normal(size=(n, 187))
     rr = np.concatenate([rng.uniform(0.6, 1.2, size=(n, 4)), rng.uniform(0.0, 1.0, size=(n, 2)),
-                         rng.normal(0.0, 0.2, size=(n, 6))], axis=1)
+                         rng.normal(0.0, 0.2, size=(n, 6)), x - np.median(x, axis=0)], axis=1)
     return x.astype(np.float32), rr.astype(np.float32), y.astype(np.int32)
 
 
@@ -104,6 +104,7 @@ def test_default_model_shapes(name, num_classes):
     x, rr, _ = synthetic_beats(3)
     cfg = default_model_config(name)
     cfg.use_rr = num_classes == 2  # both paths, without tracing every model four times
+    cfg.use_median_diff = num_classes == 2  # the convolutions see two channels
     model = build_model(cfg, num_classes)
     variables = jax.eval_shape(model.init, RNGS, x, rr)
     logits = jax.eval_shape(model.apply, variables, x, rr)
@@ -184,8 +185,22 @@ def test_morph_mix_averages_the_predictions_with_and_without_the_shape():
     # training is unchanged: the same dropout draw gives the same logits
     np.testing.assert_allclose(mixed.apply(variables, h, rr, True, rngs={"dropout": KEY}),
                                plain.apply(variables, h, rr, True, rngs={"dropout": KEY}))
+    # one weight per class: each class's two probabilities weighed apart, then renormalised
+    by_class = layers.Head(3, (8,), use_rr=True, morph_dropout=0.8, morph_mix_by_class=(0.25, 0.25, 0.9))
+    want = np.asarray(with_shape) * [0.75, 0.75, 0.1] + np.asarray(without) * [0.25, 0.25, 0.9]
+    np.testing.assert_allclose(jax.nn.softmax(by_class.apply(variables, h, rr, False)),
+                               want / want.sum(1, keepdims=True), rtol=1e-5, atol=1e-6)
+    same = layers.Head(3, (8,), use_rr=True, morph_dropout=0.8, morph_mix_by_class=(0.25,) * 3)
+    np.testing.assert_allclose(same.apply(variables, h, rr, False),  # as one weight for all
+                               mixed.apply(variables, h, rr, False), rtol=1e-5, atol=1e-6)
     with pytest.raises(UserError, match="model.morph_mix.*morph_dropout"):
         build_model({"name": "resnet1d", "use_rr": True, "morph_mix": 0.5}, 5)
+    with pytest.raises(UserError, match="model.morph_mix_by_class.*one weight in \\[0, 1\\] per class"):
+        build_model({"name": "resnet1d", "use_rr": True, "morph_dropout": 0.5,
+                     "morph_mix_by_class": (0.5, 0.5)}, 5)
+    model = build_model({"name": "resnet1d", "use_rr": True, "morph_dropout": 0.5,
+                         "morph_mix_by_class": [0.75, 0.75, 0.4, 0.75, 1]}, 5)
+    assert model.morph_mix_by_class == (0.75, 0.75, 0.4, 0.75, 1.0)  # numbers, as floats
     with pytest.raises(UserError, match="model.morph_mix.*in \\[0, 1\\]"):
         build_model({"name": "resnet1d", "use_rr": True, "morph_dropout": 0.5, "morph_mix": 2.0}, 5)
 
@@ -211,7 +226,8 @@ def test_adam_lowers_loss_on_synthetic_beats(small):
 
 @pytest.mark.parametrize(
     "field, columns",
-    [("use_template", slice(4, 6)), ("use_rhythm", slice(6, 10)), ("use_size", slice(10, 12))],
+    [("use_template", slice(4, 6)), ("use_rhythm", slice(6, 10)), ("use_size", slice(10, 12)),
+     ("use_median_diff", slice(12, 199))],
 )
 def test_a_context_part_is_read_only_when_its_field_is_on(small, field, columns):
     """Without the field the head ignores its context columns; with it, it reads them."""

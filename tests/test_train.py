@@ -261,16 +261,22 @@ def test_with_model_changes_the_mix_of_the_same_weights(mitbih_model, mitbih_tab
     from heartjax.data import load_dataset
 
     model = heartjax.load_checkpoint(mitbih_model)
-    assert model.config.model.morph_mix == 0.75
+    own = (0.75, 0.75, 0.4, 0.75, 0.75)
+    assert tuple(model.config.model.morph_mix_by_class) == own
     test = load_dataset(mitbih_tables, "mitbih", "test").subset(np.arange(2000))
 
     def proba(m):
         return m.predict_proba(test.x, test.rr, test.records)
 
-    same = proba(model.with_model(morph_mix=0.75))
-    np.testing.assert_allclose(same, proba(model), atol=1e-6)
+    np.testing.assert_allclose(proba(model.with_model(morph_mix_by_class=own)), proba(model), atol=1e-6)
+    same = proba(model.with_model(morph_mix=0.75))  # one mix for every class
     shape_only, half = proba(model.with_model(morph_mix=0.0)), proba(model.with_model(morph_mix=0.375))
     assert np.abs(shape_only - same).max() > 0.05  # the mix matters to these beats
+    assert np.abs(proba(model) - same).max() > 1e-3  # and V's own mix to some
     # the mixture is linear in the mix: 0.375 lies halfway between 0 and 0.75
     np.testing.assert_allclose(half, (shape_only + same) / 2, atol=1e-5)
-    assert model.config.model.morph_mix == 0.75  # the loaded model is left as it was
+    # V's own mix: the one-mix probabilities of 0.4 for V, 0.75 for the others, renormalised
+    at_04 = proba(model.with_model(morph_mix=0.4))
+    mixed = np.concatenate([same[:, :2], at_04[:, 2:3], same[:, 3:]], axis=1)
+    np.testing.assert_allclose(proba(model), mixed / mixed.sum(1, keepdims=True), atol=1e-5)
+    assert tuple(model.config.model.morph_mix_by_class) == own  # the loaded model is left as it was

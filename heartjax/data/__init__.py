@@ -20,6 +20,7 @@ from heartjax.data.tables import (
 from heartjax.data.template import (
     SIZE_FEATURES,
     TEMPLATE_FEATURES,
+    median_difference,
     size_features,
     template_features,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "load_dataset",
     "load_kaggle_ptb",
     "load_table",
+    "median_difference",
     "rhythm_features",
     "size_features",
     "stratified_split",

@@ -13,20 +13,23 @@ The model sees them as two more context columns after the four R-R intervals
 (`heartjax.data.context`), computed from the beats themselves (never stored in a table), so
 every table with beats and R-R columns has them. The size features (`size_features`, the
 model's `use_size`) say how a QRS differs from its record's median; cross-validation on DS1
-did not take them (docs/new-patients.md).
+did not take them (docs/new-patients.md). `median_difference` is the whole beat minus its
+record's median beat, which the model's `use_median_diff` gives its convolutions as a second
+channel.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from heartjax.data.tables import record_rows
+from heartjax.data.tables import SIGNAL_LEN, record_rows
 
 # Sample ranges of the beat window (125 Hz, which starts at the R peak): 0-320 ms holds the rest
 # of the QRS complex and the ST segment.
 TEMPLATE_WINDOWS = {"qrs": (0, 40)}
 TEMPLATE_FEATURES = tuple(f"{w}_{stat}" for w in TEMPLATE_WINDOWS for stat in ("corr", "rms"))
 SIZE_FEATURES = ("qrs_size", "qrs_slope")
+MEDIAN_DIFF_FEATURES = tuple(f"vs_median_{i}" for i in range(SIGNAL_LEN))
 SIZE_LIMIT = 5.0  # |log ratio| cap: a flat beat or template gives a bounded value, not -inf
 
 
@@ -81,4 +84,18 @@ def size_features(x: np.ndarray, records: np.ndarray | None = None) -> np.ndarra
         for j, measure in enumerate((_spread, _steepest)):
             ratio = np.maximum(measure(part), 1e-12) / max(float(measure(median)), 1e-12)
             out[idx, j] = np.clip(np.log(ratio), -SIZE_LIMIT, SIZE_LIMIT)
+    return out
+
+
+def median_difference(x: np.ndarray, records: np.ndarray | None = None) -> np.ndarray:
+    """(N, SIGNAL_LEN) float32: each beat minus the sample-wise median of its record's beats.
+
+    The beat's shape as its own patient's usual beat does not explain it: near zero for a
+    beat like the others of its record, whatever that patient's QRS looks like. `records`
+    groups the beats by recording (one group when None).
+    """
+    x = np.asarray(x, np.float32)
+    out = np.empty_like(x)
+    for idx, part, median in _against_median(x, records, 0, SIGNAL_LEN):
+        out[idx] = part - median
     return out

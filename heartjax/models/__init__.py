@@ -3,7 +3,8 @@
 
 Contract of every `Model`: `__call__(x, context=None, *, train=False) -> logits` with `x`
 (B, 187) float32, optional `context` (B, CONTEXT_WIDTH): the R-R intervals in seconds, the
-template, rhythm and size features (`heartjax.data.context_features`; read when `use_rr`),
+template, rhythm and size features and the beat minus its record's median beat
+(`heartjax.data.context_features`; read when `use_rr`),
 logits (B, num_classes); dropout draws from the rng "dropout", batch norm keeps "batch_stats".
 Adding a model is adding one file.
 """
@@ -76,9 +77,12 @@ def _coerce(name: str, field: dataclasses.Field, value: Any) -> Any:
     if isinstance(default, tuple):
         if isinstance(value, (str, Mapping)) or not isinstance(value, Sequence):
             raise bad
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        numbers = "float" in str(field.type)  # tuple[float, ...]: any numbers; else ints
+        kinds = (int, float) if numbers else int
+        if not all(isinstance(v, kinds) and not isinstance(v, bool) for v in value):
             raise bad
-        return tuple(value)  # module fields must be hashable
+        # module fields must be hashable
+        return tuple(float(v) for v in value) if numbers else tuple(value)
     return value
 
 

@@ -30,8 +30,11 @@ NUM_RR = 4  # R-R columns at the start of a model's `context` input; the templat
 NUM_TEMPLATE_FEATURES = 2  # the QRS's correlation with its record's median QRS, RMS difference
 NUM_RHYTHM_FEATURES = 4  # irregularity, prev/next over the local median, prev over the record's
 NUM_SIZE_FEATURES = 2  # the QRS's spread and steepest slope against its record's median QRS (logs)
-# heartjax.data.context: R-R, template, rhythm, size
-CONTEXT_WIDTH = NUM_RR + NUM_TEMPLATE_FEATURES + NUM_RHYTHM_FEATURES + NUM_SIZE_FEATURES
+NUM_MEDIAN_DIFF = 187  # the beat minus its record's median beat, sample by sample
+# heartjax.data.context: R-R, template, rhythm, size, the beat against its record's median
+SIZE_START = NUM_RR + NUM_TEMPLATE_FEATURES + NUM_RHYTHM_FEATURES
+MEDIAN_DIFF_START = SIZE_START + NUM_SIZE_FEATURES
+CONTEXT_WIDTH = MEDIAN_DIFF_START + NUM_MEDIAN_DIFF
 
 
 # --- configuration helpers ------------------------------------------------------------------
@@ -64,6 +67,13 @@ def check_common(m: nn.Module, positive: Sequence[str] = ()) -> None:
     require(m.use_rr or m.morph_dropout == 0.0, "morph_dropout", m.morph_dropout,
             "needs model.use_rr=True (without R-R features the head would see nothing)")
     require(0.0 <= m.morph_mix <= 1.0, "morph_mix", m.morph_mix, "must be in [0, 1]")
+    by_class = tuple(m.morph_mix_by_class)
+    require(not by_class or (len(by_class) == m.num_classes and all(0.0 <= v <= 1.0 for v in by_class)),
+            "morph_mix_by_class", by_class,
+            f"give one weight in [0, 1] per class ({m.num_classes}), or () for morph_mix's")
+    require(not by_class or m.morph_dropout > 0.0, "morph_mix_by_class", by_class,
+            "needs model.morph_dropout > 0 (only morphology dropout trains the head without "
+            "the beat's shape)")
     require(m.morph_mix == 0.0 or m.morph_dropout > 0.0, "morph_mix", m.morph_mix,
             "needs model.morph_dropout > 0 (only morphology dropout trains the head without "
             "the beat's shape)")
@@ -73,6 +83,8 @@ def check_common(m: nn.Module, positive: Sequence[str] = ()) -> None:
             "needs model.use_rr=True (the rhythm features travel with the R-R features)")
     require(m.use_rr or not m.use_size, "use_size", m.use_size,
             "needs model.use_rr=True (the size features travel with the R-R features)")
+    require(m.use_rr or not m.use_median_diff, "use_median_diff", m.use_median_diff,
+            "needs model.use_rr=True (the record's median beat travels with the R-R features)")
     if hasattr(m, "conv_impl"):
         require(m.conv_impl in CONV_IMPLS, "conv_impl", m.conv_impl, "choose patch or xla")
     for field in positive:
@@ -244,16 +256,34 @@ class Classifier(nn.Module):
     morph_dropout: float = 0.0
     use_template: bool = False
     morph_mix: float = 0.0
+    morph_mix_by_class: tuple[float, ...] = ()
     rr_seconds: bool = True
     use_rhythm: bool = False
     use_size: bool = False
+    use_median_diff: bool = False
+
+    def beat_channels(self, x: jnp.ndarray, context: jnp.ndarray | None) -> jnp.ndarray:
+        """The convolutions' input: (B, 187, 1) the beat, or with `use_median_diff` (B, 187, 2)
+        the beat and the beat minus its record's median beat (context's last columns), a shape
+        that the patient's own usual beat does not explain."""
+        if not self.use_median_diff:
+            return x[..., None]
+        check_context(context)
+        diff = context[:, MEDIAN_DIFF_START:].astype(x.dtype)
+        return jnp.stack([x, diff], axis=-1)
 
     def head(self, h: jnp.ndarray, context: jnp.ndarray | None, train: bool) -> jnp.ndarray:
         return Head(num_classes=self.num_classes, hidden=self.head_hidden, dropout=self.dropout,
                     use_rr=self.use_rr, morph_dropout=self.morph_dropout,
                     use_template=self.use_template, morph_mix=self.morph_mix,
-                    rr_seconds=self.rr_seconds, use_rhythm=self.use_rhythm,
+                    morph_mix_by_class=self.morph_mix_by_class, rr_seconds=self.rr_seconds, use_rhythm=self.use_rhythm,
                     use_size=self.use_size)(h, context, train)
+
+
+def check_context(context: jnp.ndarray | None) -> None:
+    """A model that reads its context needs all of it: (batch, CONTEXT_WIDTH)."""
+    if context is None or context.ndim != 2 or context.shape[-1] != CONTEXT_WIDTH:
+        raise ValueError(f"the model reads its context (use_rr): pass context, shape (batch, {CONTEXT_WIDTH})")
 
 
 class Head(nn.Module):
@@ -275,7 +305,9 @@ class Head(nn.Module):
     shape. At evaluation the class probabilities are (1 - morph_mix) x those with the shape +
     morph_mix x those without it (returned as their logs, so a softmax gives the mixture back):
     the shape-free half transfers to new patients, the other knows the shapes. Training is
-    unchanged; 0 evaluates with the shape only.
+    unchanged; 0 evaluates with the shape only. `morph_mix_by_class` (one weight per class;
+    () = morph_mix for all) weighs each class's two probabilities apart, then renormalises: a
+    V beat is told by its shape, an S beat by its rhythm.
 
     `rr_seconds`: the head sees the R-R intervals in seconds as well as their ratios; False
     keeps only the ratios, which do not carry the patient's heart rate.
@@ -295,6 +327,7 @@ class Head(nn.Module):
     morph_dropout: float = 0.0
     use_template: bool = False
     morph_mix: float = 0.0
+    morph_mix_by_class: tuple[float, ...] = ()
     rr_seconds: bool = True
     use_rhythm: bool = False
     use_size: bool = False
@@ -302,10 +335,10 @@ class Head(nn.Module):
     @nn.compact
     def __call__(self, h: jnp.ndarray, context: jnp.ndarray | None, train: bool) -> jnp.ndarray:
         h = h.reshape(h.shape[0], -1)
-        mix = self.morph_mix if self.use_rr and not train else 0.0
+        by_class = tuple(self.morph_mix_by_class) or (self.morph_mix,)
+        mix = max(by_class) if self.use_rr and not train else 0.0
         if self.use_rr:
-            if context is None or context.ndim != 2 or context.shape[-1] != CONTEXT_WIDTH:
-                raise ValueError(f"the model has use_rr=True: pass context, shape (batch, {CONTEXT_WIDTH})")
+            check_context(context)
             context = context.astype(h.dtype)
             if train and self.morph_dropout > 0:
                 # one mask entry per beat drops the beat's whole shape. Unlike nn.Dropout, the
@@ -324,9 +357,9 @@ class Head(nn.Module):
                 parts.append(template_features(context[:, NUM_RR:NUM_RR + NUM_TEMPLATE_FEATURES]))
             rhythm = NUM_RR + NUM_TEMPLATE_FEATURES
             if self.use_rhythm:
-                parts.append(context[:, rhythm:rhythm + NUM_RHYTHM_FEATURES])
+                parts.append(context[:, rhythm:SIZE_START])
             if self.use_size:
-                parts.append(context[:, rhythm + NUM_RHYTHM_FEATURES:])
+                parts.append(context[:, SIZE_START:MEDIAN_DIFF_START])
             h = jnp.concatenate(parts, axis=-1)
         for width in self.hidden:
             h = nn.relu(nn.Dense(int(width))(h))
@@ -334,5 +367,9 @@ class Head(nn.Module):
         logits = nn.Dense(self.num_classes)(h)
         if mix > 0:
             with_shape, without = jnp.split(jax.nn.log_softmax(logits), 2, axis=0)
-            return jnp.logaddexp(jnp.log1p(-mix) + with_shape, jnp.log(mix) + without)
+            m = jnp.asarray(by_class, with_shape.dtype)
+            mixed = jnp.logaddexp(jnp.log1p(-m) + with_shape, jnp.log(m) + without)
+            if self.morph_mix_by_class:  # the classes' shares no longer sum to one
+                mixed = mixed - jax.nn.logsumexp(mixed, axis=-1, keepdims=True)
+            return mixed
         return logits
