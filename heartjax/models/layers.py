@@ -276,8 +276,8 @@ class Classifier(nn.Module):
         return Head(num_classes=self.num_classes, hidden=self.head_hidden, dropout=self.dropout,
                     use_rr=self.use_rr, morph_dropout=self.morph_dropout,
                     use_template=self.use_template, morph_mix=self.morph_mix,
-                    morph_mix_by_class=self.morph_mix_by_class, rr_seconds=self.rr_seconds, use_rhythm=self.use_rhythm,
-                    use_size=self.use_size)(h, context, train)
+                    morph_mix_by_class=self.morph_mix_by_class, rr_seconds=self.rr_seconds,
+                    use_rhythm=self.use_rhythm, use_size=self.use_size)(h, context, train)
 
 
 def check_context(context: jnp.ndarray | None) -> None:
