@@ -102,7 +102,9 @@ def interpatient(c):
     c.train.record_balance = 1.0
     # V is told by its shape more than S is: at evaluation V's probability weighs the shape-free
     # half 0.4 instead of 0.75 (`model.morph_mix_by_class`; the same trained weights).
-    # Cross-validation on DS1: N/S/V recall 0.875 -> 0.883 and 0.865 -> 0.875 (seeds 0, 1)
+    # Cross-validation on DS1: N/S/V recall 0.875 -> 0.883 and 0.865 -> 0.875 (seeds 0, 1).
+    # While it is set, model.morph_mix is not read: --config.model.morph_mix_by_class='()'
+    # goes back to the one mix.
     c.model.morph_mix_by_class = (0.75, 0.75, 0.4, 0.75, 0.75)
 
 

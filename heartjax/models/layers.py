@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 from jax import lax
 
+from heartjax.data.tables import SIGNAL_LEN
 from heartjax.errors import UserError
 
 NORMS = ("batch", "layer", "none")
@@ -30,7 +31,7 @@ NUM_RR = 4  # R-R columns at the start of a model's `context` input; the templat
 NUM_TEMPLATE_FEATURES = 2  # the QRS's correlation with its record's median QRS, RMS difference
 NUM_RHYTHM_FEATURES = 4  # irregularity, prev/next over the local median, prev over the record's
 NUM_SIZE_FEATURES = 2  # the QRS's spread and steepest slope against its record's median QRS (logs)
-NUM_MEDIAN_DIFF = 187  # the beat minus its record's median beat, sample by sample
+NUM_MEDIAN_DIFF = SIGNAL_LEN  # the beat minus its record's median beat, sample by sample
 # heartjax.data.context: R-R, template, rhythm, size, the beat against its record's median
 SIZE_START = NUM_RR + NUM_TEMPLATE_FEATURES + NUM_RHYTHM_FEATURES
 MEDIAN_DIFF_START = SIZE_START + NUM_SIZE_FEATURES
@@ -307,7 +308,8 @@ class Head(nn.Module):
     the shape-free half transfers to new patients, the other knows the shapes. Training is
     unchanged; 0 evaluates with the shape only. `morph_mix_by_class` (one weight per class;
     () = morph_mix for all) weighs each class's two probabilities apart, then renormalises: a
-    V beat is told by its shape, an S beat by its rhythm.
+    V beat is told by its shape, an S beat by its rhythm. While it is set, morph_mix is not
+    read (clear it, `morph_mix_by_class=()`, to use one mix again).
 
     `rr_seconds`: the head sees the R-R intervals in seconds as well as their ratios; False
     keeps only the ratios, which do not carry the patient's heart rate.
