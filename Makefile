@@ -137,7 +137,10 @@ annotate-ds2-ensemble: $(addsuffix /best.json,$(ENSEMBLE))
 # reports/crossval_balance_classes (12 min). Every fold model here chose its epoch with one mix
 # for all classes (the CROSSVAL line); V's own mix is scored on those models without training
 # again -> reports/crossval_mix_by_class, _seed1, _unbalanced (2 min each). :interpatient as it
-# is, its fold models choosing their epochs with V's own mix -> reports/crossval_shipped (9 min).
+# is, its fold models choosing their epochs with V's own mix -> reports/crossval_shipped (9 min;
+# the second seed -> reports/crossval_shipped_seed1, 5 min). The rhythm's irregularity alone and
+# made-up atrial fibrillation in training -> reports/crossval_irregularity (25 min; the second
+# seed -> reports/crossval_irregularity_seed1, 5 min).
 UNBALANCED := --config.train.record_balance=0
 CROSSVAL_SHIPPED := $(PY) experiments/crossval.py --data-dir $(DATA)/interpatient --lead2 $(DATA)/interpatient_lead2/heart_big_train.parq
 CROSSVAL := $(CROSSVAL_SHIPPED) --config.model.morph_mix_by_class='()'
@@ -161,6 +164,9 @@ crossval: setup data-interpatient $(BANDPASS)
 	$(CROSSVAL) --variants record_balance --seed 1 $(MIX_BY_CLASS) --work runs/experiments/crossval_balance --out reports/crossval_mix_by_class_seed1
 	$(CROSSVAL) --variants shipped $(UNBALANCED) $(MIX_BY_CLASS) --work runs/experiments/crossval_rhythm --out reports/crossval_mix_by_class_unbalanced
 	$(CROSSVAL_SHIPPED) --variants shipped --mix 0.75 --work runs/experiments/crossval_shipped --out reports/crossval_shipped
+	$(CROSSVAL_SHIPPED) --variants shipped --seed 1 --mix 0.75 --work runs/experiments/crossval_shipped --out reports/crossval_shipped_seed1
+	$(CROSSVAL_SHIPPED) --variants irregularity,irregular_copies_0.1,irregular_copies,irregular_copies_0.4,rhythm_irregular_copies --mix 0.75 --work runs/experiments/crossval_irregularity --out reports/crossval_irregularity
+	$(CROSSVAL_SHIPPED) --variants irregular_copies --seed 1 --mix 0.75 --work runs/experiments/crossval_irregularity --out reports/crossval_irregularity_seed1
 
 # The new-patient model and its three seeds' ensemble on recordings unlike MIT-BIH's MLII: DS2
 # cut from the second channel, DS2 resampled to 250 and 500 Hz, the PTB normal beats.

@@ -66,8 +66,8 @@ def interpatient(c):
     recall of N, S and V (the classes EC57 scores; the held-out records hold 2 F beats and no
     Q). Cross-validation over all 22 DS1 records (`experiments/crossval.py`) chose to show
     the head the R-R ratios only, to draw each class's records alike and to weigh V's shape
-    more at evaluation. Training sees both
-    leads of the other 18 records. DS2 is the test table, looked at once."""
+    more at evaluation. Training sees both leads of the other 18 records. DS2 is the test
+    table, looked at once."""
     best(c)
     c.data.dir = "data/interpatient"
     c.data.val_by = "records"
@@ -95,7 +95,10 @@ def interpatient(c):
     # model.use_rhythm stays False: cross-validation on DS1 favoured the rhythm features (N/S/V
     # recall 0.860 -> 0.873), but they measure a beat against its record's median rhythm, and
     # where the ectopic rhythm is the usual one (DS2's record 232) they call it normal
-    # (docs/new-patients.md)
+    # (docs/new-patients.md). Nor model.use_irregularity with data.irregular_copies (the
+    # rhythm's irregularity alone, and made-up atrial fibrillation in training): DS1 took them
+    # (0.883 -> 0.891, 0.878 -> 0.885), DS2 refused them (S recall 0.777 -> 0.620, record 232
+    # again).
     # every DS1 record weighs alike within its class (heartjax.losses.record_sampling), so no
     # one patient's beats teach a class its shape: cross-validation on DS1, N/S/V recall
     # 0.860 -> 0.875 and 0.860 -> 0.865 (seeds 0 and 1; halfway, 0.861)

@@ -58,6 +58,13 @@ VARIANTS = {
     "rhythm": {"model.use_rhythm": True},
     "rhythm_s_weight_2": {"model.use_rhythm": True, **S_TWICE},
     "rhythm_morph_0.8": {"model.use_rhythm": True, "model.morph_dropout": 0.8},
+    # the rhythm's irregularity alone (no interval against a median rhythm)
+    "irregularity": {"model.use_irregularity": True},
+    # ... and a fifth of each record's N beats again in made-up atrial fibrillation
+    "irregular_copies": {"model.use_irregularity": True, "data.irregular_copies": 0.2},
+    "irregular_copies_0.1": {"model.use_irregularity": True, "data.irregular_copies": 0.1},
+    "irregular_copies_0.4": {"model.use_irregularity": True, "data.irregular_copies": 0.4},
+    "rhythm_irregular_copies": {"model.use_rhythm": True, "data.irregular_copies": 0.2},
     # the head also sees the QRS's size and slope against its record's median QRS
     "size": {"model.use_size": True},
     # the convolutions also see the beat minus its record's median beat

@@ -38,9 +38,9 @@ from heartjax.data.physionet import (
     extract_beats,
     read_lead,
     resample_to,
-    rr_features,
     to_rate,
 )
+from heartjax.data.rhythm import rr_features
 from heartjax.data.tables import CLASS_NAMES, FS
 from heartjax.errors import Parser, UserError, cli_entry
 

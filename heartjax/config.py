@@ -33,6 +33,10 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     # a second table of the same records (e.g. their second lead, `heartjax.data build --leads`)
     # whose beats join training; the validation records' beats are left out (data.val_by=records)
     c.data.extra_train = ""
+    # > 0: this share of each training record's N beats joins training again in a stretch of
+    # made-up atrial fibrillation (`heartjax.data.rhythm.irregular_copies`); for a head that
+    # sees the rhythm (model.use_irregularity or model.use_rhythm)
+    c.data.irregular_copies = 0.0
     c.data.val_fraction = 0.1  # stratified, seeded; tuning never looks at the test table
     c.data.val_by = "beats"  # "records": hold out whole patients (honest for interpatient tests)
     # cross-validation by records: >= 2 deals the training table's records into this many
@@ -131,6 +135,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(not d.get("extra_train") or d.val_by == "records",
          "data.extra_train needs data.val_by='records' (a beat split would put the same "
          "beats, seen through another lead, in training and in validation)")
+    need(0.0 <= d.get("irregular_copies", 0.0) <= 1.0,
+         f"data.irregular_copies={d.get('irregular_copies')} must be in [0, 1]")
+    need(not d.get("irregular_copies", 0.0) or d.dataset == "mitbih",
+         "data.irregular_copies needs data.dataset='mitbih' (made-up fibrillation is labelled N)")
     need(d.folds == 0 or (d.folds >= 2 and d.val_by == "records"),
          f"data.folds={d.folds}: use 0 (no folds) or >= 2 with data.val_by='records'")
     need(d.folds == 0 or 0 <= d.fold < d.folds, f"data.fold={d.fold} must be in 0..{d.folds - 1}")

@@ -28,6 +28,7 @@ from heartjax.data import (
     RR_COLUMNS,
     BeatTable,
     add_training_beats,
+    irregular_copies,
     load_dataset,
     load_table,
     stratified_split,
@@ -66,6 +67,8 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[BeatTable, BeatTable
                 "--leads V1,V2,V4,V5 --out DIR` (`make data-interpatient` does) or set "
                 "--config.data.extra_train=''")
         train = add_training_beats(train, val, load_table(d.extra_train, d.dataset))
+    if d.get("irregular_copies", 0.0) > 0:
+        train = irregular_copies(train, d.irregular_copies, d.seed)
     if 0 < d.train_limit < len(train):  # quick runs: a stratified subsample of the training part
         keep, _ = stratified_split(train.y, 1 - d.train_limit / len(train), d.seed)
         train = train.subset(np.sort(keep))

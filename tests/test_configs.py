@@ -59,3 +59,18 @@ def test_record_balance_is_a_share():
     c.train.record_balance_classes = ("S", "X")
     with pytest.raises(UserError, match="record_balance_classes=.*must name classes of mitbih"):
         validate(c)
+
+
+def test_irregular_copies_is_a_share_of_mitbih_normal_beats():
+    from heartjax.config import validate
+
+    c = load_config("configs/mitbih.py")
+    c.data.irregular_copies = -0.1
+    with pytest.raises(UserError, match="irregular_copies=-0.1 must be in"):
+        validate(c)
+    c.data.irregular_copies = 0.2
+    validate(c)
+    c = load_config("configs/ptb.py")
+    c.data.irregular_copies = 0.2
+    with pytest.raises(UserError, match="irregular_copies needs data.dataset='mitbih'"):
+        validate(c)

@@ -28,6 +28,7 @@ from heartjax.data import (
     BeatTable,
     add_training_beats,
     context_features,
+    irregular_copies,
     load_dataset,
     load_kaggle_ptb,
     load_table,
@@ -269,6 +270,37 @@ def test_rhythm_features_tell_a_premature_beat_from_an_irregular_rhythm():
     np.testing.assert_array_equal(f[:201], rhythm_features(rr[:201]))
     ctx = context_features(np.zeros((402, 187), np.float32), rr, records)
     np.testing.assert_array_equal(ctx[:, 6:10], f)
+
+
+def test_irregular_copies_append_normal_beats_in_made_up_fibrillation():
+    # two records, each a steady 0.8 s rhythm of 100 beats, every tenth one S (label 1)
+    n = 100
+    samples = np.arange(n) * 0.8 * 360
+    rr = np.concatenate([physionet.rr_features(samples, 360)] * 2)
+    y = np.tile(np.where(np.arange(n) % 10 == 5, 1, 0), 2).astype(np.int32)
+    x = np.random.default_rng(0).random((2 * n, 187)).astype(np.float32)
+    meta = pd.DataFrame(rr, columns=list(RR_COLUMNS))
+    meta.insert(0, "record", np.repeat(["a", "b"], n))
+    table = BeatTable(x, y, "mitbih", "", meta)
+    out = irregular_copies(table, 0.5, seed=0)
+    assert len(out) == 2 * n + 2 * 45  # half of each record's 90 N beats
+    assert np.bincount(out.y).tolist() == [180 + 90, 20]  # the copies are N
+    records = out.meta["record"].to_numpy()
+    # each record's own beats first, in order, then its copies: shapes of its own N beats
+    for k, r in enumerate("ab"):
+        rows = np.flatnonzero(records == r)
+        assert rows.tolist() == list(range(rows[0], rows[0] + n + 45))
+        np.testing.assert_array_equal(out.x[rows[:n]], x[k * n:(k + 1) * n])
+        own_normal = {row.tobytes() for row in x[k * n:(k + 1) * n][y[:n] == 0]}
+        assert all(row.tobytes() in own_normal for row in out.x[rows[n:]])
+    irregularity = rhythm_features(out.rr, records)[:, 0]
+    steady = np.flatnonzero(records == "a")[:n - 40]  # far from the stretch's start
+    copies = np.flatnonzero(records == "a")[n + 33:]  # the stretch's own neighbourhood
+    assert irregularity[steady].max() < 1e-6 and np.median(irregularity[copies]) > 0.1
+    assert np.all(np.isfinite(out.rr)) and (out.rr > 0).all()
+    # seeded; share 0 leaves the table as it is
+    np.testing.assert_array_equal(irregular_copies(table, 0.5, seed=0).rr, out.rr)
+    assert irregular_copies(table, 0.0, seed=0) is table
 
 
 def test_ptb_label_from_header_comments():

@@ -226,8 +226,8 @@ def test_adam_lowers_loss_on_synthetic_beats(small):
 
 @pytest.mark.parametrize(
     "field, columns",
-    [("use_template", slice(4, 6)), ("use_rhythm", slice(6, 10)), ("use_size", slice(10, 12)),
-     ("use_median_diff", slice(12, 199))],
+    [("use_template", slice(4, 6)), ("use_rhythm", slice(6, 10)), ("use_irregularity", slice(6, 7)),
+     ("use_size", slice(10, 12)), ("use_median_diff", slice(12, 199))],
 )
 def test_a_context_part_is_read_only_when_its_field_is_on(small, field, columns):
     """Without the field the head ignores its context columns; with it, it reads them."""
@@ -241,6 +241,15 @@ def test_a_context_part_is_read_only_when_its_field_is_on(small, field, columns)
                            model.apply(variables, small.x, moved))
     with pytest.raises(UserError, match=f"model.{field}.*use_rr"):
         build_model({"name": "cnn1d", field: True}, 5)
+
+
+def test_use_irregularity_reads_no_other_rhythm_column(small):
+    model = small.model.clone(use_irregularity=True)
+    variables = model.init(RNGS, small.x, small.rr)
+    moved = small.rr.copy()
+    moved[:, 7:10] = moved[:, 7:10][::-1] + 1.0
+    np.testing.assert_array_equal(model.apply(variables, small.x, small.rr),
+                                  model.apply(variables, small.x, moved))
 
 
 def test_template_features_and_the_context_width():

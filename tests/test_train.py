@@ -280,3 +280,29 @@ def test_with_model_changes_the_mix_of_the_same_weights(mitbih_model, mitbih_tab
     mixed = np.concatenate([same[:, :2], at_04[:, 2:3], same[:, 3:]], axis=1)
     np.testing.assert_allclose(proba(model), mixed / mixed.sum(1, keepdims=True), atol=1e-5)
     assert tuple(model.config.model.morph_mix_by_class) == own  # the loaded model is left as it was
+
+
+def test_irregular_copies_join_training_only(mitbih_tables):
+    """Made-up fibrillation adds a fifth of each training record's N beats to training; the
+    held-out records are untouched."""
+    from heartjax.data import rhythm_features
+
+    config = load_config("configs/mitbih.py:interpatient")
+    config.data.dir, config.data.extra_train = str(mitbih_tables), ""
+    train, val = load_splits(config)
+    config.data.irregular_copies = 0.2
+    more, same_val = load_splits(config)
+    np.testing.assert_array_equal(same_val.x, val.x)
+    np.testing.assert_array_equal(same_val.rr, val.rr)
+    added = len(more) - len(train)
+    assert np.bincount(more.y, minlength=5)[1:].tolist() == np.bincount(train.y, minlength=5)[1:].tolist()
+    assert added == pytest.approx(0.2 * (train.y == 0).sum(), rel=0.01)
+    assert set(more.records.astype(str)) == set(train.records.astype(str))
+    # each record's own rows first, as they were, then its copies, irregular
+    records, own = more.records.astype(str), train.records.astype(str)
+    irregularity = rhythm_features(more.rr, records)[:, 0]
+    names, counts = np.unique(own, return_counts=True)
+    for r in names[np.argsort(-counts)[:3]]:  # the largest records: stretches of > 33 copies
+        rows, n = np.flatnonzero(records == r), int((own == r).sum())
+        np.testing.assert_array_equal(more.x[rows[:n]], train.x[own == r])
+        assert (more.y[rows[n:]] == 0).all() and np.median(irregularity[rows[n + 33:]]) > 0.1

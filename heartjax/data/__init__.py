@@ -4,7 +4,7 @@ Building needs wfdb/scipy and lives in `heartjax.data.physionet` (CLI: `python -
 """
 
 from heartjax.data.context import CONTEXT_COLUMNS, CONTEXT_WIDTH, context_features
-from heartjax.data.rhythm import RHYTHM_FEATURES, rhythm_features
+from heartjax.data.rhythm import RHYTHM_FEATURES, irregular_copies, rhythm_features
 from heartjax.data.splits import add_training_beats, stratified_split, train_val_split
 from heartjax.data.tables import (
     CLASS_NAMES,
@@ -38,6 +38,7 @@ __all__ = [
     "BeatTable",
     "add_training_beats",
     "context_features",
+    "irregular_copies",
     "load_dataset",
     "load_kaggle_ptb",
     "load_table",

@@ -26,6 +26,7 @@ import pandas as pd
 import wfdb
 from scipy.signal import butter, resample_poly, sosfiltfilt
 
+from heartjax.data.rhythm import rr_features
 from heartjax.data.splits import (
     DS1,
     DS2,
@@ -77,7 +78,6 @@ PEAK_THRESHOLD = 0.9  # normalised amplitude an R-peak candidate must exceed
 MATCH_TOLERANCE_S = 0.150  # detected peak ↔ reference annotation
 # Two maxima closer than this belong to one QRS (notched/noisy peaks); physiological refractory.
 REFRACTORY_S = 0.2
-RR_LOCAL_INTERVALS = 10
 BASELINE_CUTOFF_HZ = 0.5
 # `--filter bandpass`: the band ECG beat classifiers commonly keep before cutting beats (baseline
 # wander below it, muscle noise and mains above); MIT-BIH's published beats are cut unfiltered
@@ -224,27 +224,6 @@ def match_peaks(detected: np.ndarray, reference: np.ndarray,
     _, first = np.unique(nearest[order], return_index=True)
     chosen = np.sort(order[first])
     return chosen, nearest[chosen]
-
-
-def rr_features(samples: np.ndarray, fs: float) -> np.ndarray:
-    """(n, 4) R-R intervals in seconds: previous, next, mean of the ~10 surrounding ones, and
-    the mean over the whole record (the patient's own pace: a beat is premature for *this*
-    patient, which is what carries S beats across patients)."""
-    t = np.asarray(samples, dtype=np.float64) / fs
-    n = len(t)
-    if n < 2:
-        raise ValueError("R-R intervals need at least two beats")
-    rr = np.diff(t)
-    prev = np.concatenate([[rr[0]], rr])  # edge beats use the nearest available interval
-    nxt = np.concatenate([rr, [rr[-1]]])
-    csum = np.concatenate([[0.0], np.cumsum(rr)])
-    i = np.arange(n)
-    half = RR_LOCAL_INTERVALS // 2
-    lo = np.clip(i - half, 0, n - 1)
-    hi = np.clip(i + half, 0, n - 1)
-    local = (csum[hi] - csum[lo]) / (hi - lo)
-    record = np.full(n, rr.mean())
-    return np.stack([prev, nxt, local, record], axis=1).astype(np.float32)
 
 
 # ---------------------------------------------------------------- records

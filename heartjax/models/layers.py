@@ -82,6 +82,8 @@ def check_common(m: nn.Module, positive: Sequence[str] = ()) -> None:
             "needs model.use_rr=True (the template features travel with the R-R features)")
     require(m.use_rr or not m.use_rhythm, "use_rhythm", m.use_rhythm,
             "needs model.use_rr=True (the rhythm features travel with the R-R features)")
+    require(m.use_rr or not m.use_irregularity, "use_irregularity", m.use_irregularity,
+            "needs model.use_rr=True (the rhythm features travel with the R-R features)")
     require(m.use_rr or not m.use_size, "use_size", m.use_size,
             "needs model.use_rr=True (the size features travel with the R-R features)")
     require(m.use_rr or not m.use_median_diff, "use_median_diff", m.use_median_diff,
@@ -260,6 +262,7 @@ class Classifier(nn.Module):
     morph_mix_by_class: tuple[float, ...] = ()
     rr_seconds: bool = True
     use_rhythm: bool = False
+    use_irregularity: bool = False
     use_size: bool = False
     use_median_diff: bool = False
 
@@ -278,7 +281,8 @@ class Classifier(nn.Module):
                     use_rr=self.use_rr, morph_dropout=self.morph_dropout,
                     use_template=self.use_template, morph_mix=self.morph_mix,
                     morph_mix_by_class=self.morph_mix_by_class, rr_seconds=self.rr_seconds,
-                    use_rhythm=self.use_rhythm, use_size=self.use_size)(h, context, train)
+                    use_rhythm=self.use_rhythm, use_irregularity=self.use_irregularity,
+                    use_size=self.use_size)(h, context, train)
 
 
 def check_context(context: jnp.ndarray | None) -> None:
@@ -289,8 +293,8 @@ def check_context(context: jnp.ndarray | None) -> None:
 
 class Head(nn.Module):
     """Pooled features (+ R-R features when use_rr, + template features when use_template,
-    + rhythm features when use_rhythm, + size features when use_size) -> Dense/ReLU/Dropout per
-    hidden -> logits.
+    + rhythm features when use_rhythm, their irregularity alone when use_irregularity, + size
+    features when use_size) -> Dense/ReLU/Dropout per hidden -> logits.
 
     `context` is (B, CONTEXT_WIDTH): the R-R intervals (`heartjax.data.RR_COLUMNS`), then the
     beat's similarity to its record's median beat (`heartjax.data.template`), then the rhythm
@@ -316,7 +320,9 @@ class Head(nn.Module):
 
     `use_rhythm`: the head also sees how irregular the rhythm around the beat is and its
     intervals against the local and record medians, so a short interval in atrial fibrillation
-    need not read as a premature beat.
+    need not read as a premature beat. `use_irregularity` shows it the irregularity alone (no
+    interval against a median rhythm, so an ectopic rhythm that is the record's usual one still
+    reads as premature); use_rhythm includes it.
 
     `use_size`: the head also sees how the beat's QRS differs in size and slope from its
     record's usual QRS (a ventricular complex is often larger and wider), which the shape-free
@@ -332,6 +338,7 @@ class Head(nn.Module):
     morph_mix_by_class: tuple[float, ...] = ()
     rr_seconds: bool = True
     use_rhythm: bool = False
+    use_irregularity: bool = False
     use_size: bool = False
 
     @nn.compact
@@ -360,6 +367,8 @@ class Head(nn.Module):
             rhythm = NUM_RR + NUM_TEMPLATE_FEATURES
             if self.use_rhythm:
                 parts.append(context[:, rhythm:SIZE_START])
+            elif self.use_irregularity:  # the first rhythm column
+                parts.append(context[:, rhythm:rhythm + 1])
             if self.use_size:
                 parts.append(context[:, SIZE_START:MEDIAN_DIFF_START])
             h = jnp.concatenate(parts, axis=-1)
