@@ -140,7 +140,9 @@ annotate-ds2-ensemble: $(addsuffix /best.json,$(ENSEMBLE))
 # is, its fold models choosing their epochs with V's own mix -> reports/crossval_shipped (9 min;
 # the second seed -> reports/crossval_shipped_seed1, 5 min). The rhythm's irregularity alone and
 # made-up atrial fibrillation in training -> reports/crossval_irregularity (25 min; the second
-# seed -> reports/crossval_irregularity_seed1, 5 min).
+# seed -> reports/crossval_irregularity_seed1, 5 min); the third seed of :interpatient ->
+# reports/crossval_shipped_seed2 (5 min). Electrode-motion augmentation -> reports/crossval_motion
+# (10 min; the second and third seeds -> reports/crossval_motion_seed1, _seed2, 5 min each).
 UNBALANCED := --config.train.record_balance=0
 CROSSVAL_SHIPPED := $(PY) experiments/crossval.py --data-dir $(DATA)/interpatient --lead2 $(DATA)/interpatient_lead2/heart_big_train.parq
 CROSSVAL := $(CROSSVAL_SHIPPED) --config.model.morph_mix_by_class='()'
@@ -167,6 +169,10 @@ crossval: setup data-interpatient $(BANDPASS)
 	$(CROSSVAL_SHIPPED) --variants shipped --seed 1 --mix 0.75 --work runs/experiments/crossval_shipped --out reports/crossval_shipped_seed1
 	$(CROSSVAL_SHIPPED) --variants irregularity,irregular_copies_0.1,irregular_copies,irregular_copies_0.4,rhythm_irregular_copies --mix 0.75 --work runs/experiments/crossval_irregularity --out reports/crossval_irregularity
 	$(CROSSVAL_SHIPPED) --variants irregular_copies --seed 1 --mix 0.75 --work runs/experiments/crossval_irregularity --out reports/crossval_irregularity_seed1
+	$(CROSSVAL_SHIPPED) --variants shipped --seed 2 --mix 0.75 --work runs/experiments/crossval_shipped --out reports/crossval_shipped_seed2
+	$(CROSSVAL_SHIPPED) --variants motion_0.1,motion_0.2 --mix 0.75 --work runs/experiments/crossval_motion --out reports/crossval_motion
+	$(CROSSVAL_SHIPPED) --variants motion_0.2 --seed 1 --mix 0.75 --work runs/experiments/crossval_motion --out reports/crossval_motion_seed1
+	$(CROSSVAL_SHIPPED) --variants motion_0.2 --seed 2 --mix 0.75 --work runs/experiments/crossval_motion --out reports/crossval_motion_seed2
 
 # The new-patient model and its three seeds' ensemble on recordings unlike MIT-BIH's MLII: DS2
 # cut from the second channel, DS2 resampled to 250 and 500 Hz, the PTB normal beats.

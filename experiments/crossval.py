@@ -75,6 +75,9 @@ VARIANTS = {
     # a class's records drawn alike (heartjax.losses.record_sampling), fully and halfway
     "record_balance": {"train.record_balance": 1.0},
     "record_balance_0.5": {"train.record_balance": 0.5},
+    # electrode motion in training: three smooth transients a beat, up to 0.1 or 0.2 of its range
+    "motion_0.1": {"train.augment.motion": 0.1},
+    "motion_0.2": {"train.augment.motion": 0.2},
     # the records drawn alike in every class but V (V as it is: 208's 992 beats teach V its
     # shapes), and in S alone
     "balance_but_v": {"train.record_balance_classes": ("N", "S", "F", "Q")},

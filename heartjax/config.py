@@ -82,6 +82,7 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     c.train.augment.scale = 0.0  # random amplitude scaling by 1 ± scale
     c.train.augment.noise = 0.0  # gaussian noise std (signal is in [0, 1])
     c.train.augment.wander = 0.0  # amplitude of a slow sinusoidal baseline wander
+    c.train.augment.motion = 0.0  # height of three smooth 40-250 ms transients (electrode motion)
     c.train.augment.shift = 0  # max samples of random time shift (edges repeat, nothing wraps)
     c.train.augment.stretch = 0.0  # time warp: the beat resampled by a random factor 1 ± stretch
 
@@ -164,7 +165,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(t.keep_checkpoints >= 1, f"train.keep_checkpoints={t.keep_checkpoints} must be >= 1")
     need(0.0 <= t.target_recall < 1.0, f"train.target_recall={t.target_recall} must be in [0, 1)")
     need(t.trainable in ("all", "head"), f"train.trainable={t.trainable!r}; use all or head")
-    for name in ("scale", "noise", "wander", "shift", "stretch"):
+    for name in ("scale", "noise", "wander", "motion", "shift", "stretch"):
         value = t.augment[name]
         need(value >= 0, f"train.augment.{name}={value} must be >= 0 (0 turns it off)")
     need(t.augment.stretch < 0.5, f"train.augment.stretch={t.augment.stretch} "

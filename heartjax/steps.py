@@ -194,8 +194,9 @@ def freeze_all_but_head(tx: optax.GradientTransformation, params: Any) -> optax.
 
 
 def augment(x: jax.Array, key: jax.Array, a: ml_collections.ConfigDict) -> jax.Array:
-    """Random amplitude scaling, baseline wander, noise, time shift and time warp (all off by
-    default): what another recorder, lead, patient or heart rate changes in a beat."""
+    """Random amplitude scaling, baseline wander, noise, electrode motion, time shift and time
+    warp (all off by default): what another recorder, lead, patient or heart rate changes in a
+    beat."""
     b, n = x.shape
     k1, k2, k3, k4, k5 = jax.random.split(key, 5)
     k6 = jax.random.fold_in(key, 5)  # a new key leaves the other five (and old runs) unchanged
@@ -208,6 +209,13 @@ def augment(x: jax.Array, key: jax.Array, a: ml_collections.ConfigDict) -> jax.A
         x = x + a.wander * jnp.sin(2 * jnp.pi * freq * t + phase)
     if a.noise > 0:
         x = x + a.noise * jax.random.normal(k4, x.shape)
+    if a.get("motion", 0.0) > 0:  # .get: configs saved before the field lack it
+        # electrode motion: three smooth transients of either sign, 40-250 ms wide, anywhere
+        kc, kw, ka = jax.random.split(jax.random.fold_in(key, 6), 3)
+        centre = jax.random.uniform(kc, (b, 3, 1), maxval=n)
+        width = jax.random.uniform(kw, (b, 3, 1), minval=5.0, maxval=31.0)  # samples at 125 Hz
+        height = jax.random.uniform(ka, (b, 3, 1), minval=-a.motion, maxval=a.motion)
+        x = x + (height * jnp.exp(-0.5 * ((jnp.arange(n) - centre) / width) ** 2)).sum(1)
     if a.shift > 0:
         s = jax.random.randint(k5, (b, 1), -a.shift, a.shift + 1)
         idx = jnp.clip(jnp.arange(n)[None, :] - s, 0, n - 1)

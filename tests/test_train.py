@@ -161,7 +161,8 @@ def test_augmentations_change_beats_as_described():
 
     def aug(**on):
         return np.asarray(augment(x, key, ml_collections.ConfigDict(
-            {"scale": 0.0, "noise": 0.0, "wander": 0.0, "shift": 0, "stretch": 0.0, **on})))
+            {"scale": 0.0, "noise": 0.0, "wander": 0.0, "motion": 0.0, "shift": 0, "stretch": 0.0,
+             **on})))
 
     np.testing.assert_array_equal(aug(), x)  # all off: the beat is untouched
     peak = aug(scale=0.2).max(1)
@@ -173,6 +174,12 @@ def test_augmentations_change_beats_as_described():
     assert abs((aug(noise=0.05) - np.asarray(x)).std() - 0.05) < 0.002
     # the old four keep their draws when the warp is off
     np.testing.assert_array_equal(aug(scale=0.2, stretch=0.0), aug(scale=0.2))
+    # electrode motion: smooth transients no higher than 3 x motion, beside the untouched beat
+    moved = aug(motion=0.2) - np.asarray(x)
+    assert 0.1 < np.abs(moved).max() <= 0.6 + 1e-6
+    assert np.abs(np.diff(moved, axis=1)).max() < 0.1  # smooth: no step from one sample to the next
+    assert len({row.argmax() for row in np.abs(moved)}) > 50  # anywhere in the beat
+    np.testing.assert_array_equal(aug(scale=0.2, motion=0.0), aug(scale=0.2))
 
 
 @pytest.mark.parametrize(
@@ -187,6 +194,7 @@ def test_augmentations_change_beats_as_described():
         (["--config", "configs/ptb.py", "--config.model.name=lstm"], "unknown model"),
         (["--config", "configs/ptb.py", "--config.data.dir=/nonexistent"], "heart_train.parq"),
         (["--config", "configs/ptb.py", "--config.train.augment.noise=-0.1"], "augment.noise"),
+        (["--config", "configs/ptb.py", "--config.train.augment.motion=-0.1"], "augment.motion"),
         (["--config", "configs/ptb.py", "--config.data.val_by=patients"], "data.val_by"),
         (["--config", "configs/ptb.py", "--config.data.folds=3"], "data.folds=3"),
         (["--config", "configs/ptb.py", "--config.train.class_weight_scale=(1,-1)"],
