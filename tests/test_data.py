@@ -301,6 +301,9 @@ def test_irregular_copies_append_normal_beats_in_made_up_fibrillation():
     # seeded; share 0 leaves the table as it is
     np.testing.assert_array_equal(irregular_copies(table, 0.5, seed=0).rr, out.rr)
     assert irregular_copies(table, 0.0, seed=0) is table
+    # a table without records (the kaggle CSVs) cannot hold a stretch of fibrillation
+    with pytest.raises(UserError, match="irregular_copies needs the rr_prev.*record columns"):
+        irregular_copies(BeatTable(x, y, "mitbih"), 0.5, seed=0)
 
 
 def test_ptb_label_from_header_comments():

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from heartjax.data.tables import RR_COLUMNS, BeatTable, concat_tables, record_rows
+from heartjax.errors import UserError
 
 RHYTHM_FEATURES = ("rr_irregularity", "prev_local_median", "next_local_median", "prev_record_median")
 IRREGULARITY_BEATS = 65  # ~1 min at 65 bpm
@@ -101,8 +102,12 @@ def irregular_copies(table: BeatTable, share: float, seed: int, normal: int = 0)
     record from IRREGULAR_SPREAD and IRREGULAR_PACE). The copies keep their record's name, so the
     record's weight in `train.record_balance` and its median beat barely change, and the rhythm
     features see the stretch as the record going on in fibrillation."""
-    if share <= 0 or table.rr is None or "record" not in table.meta.columns:
+    if share <= 0:
         return table
+    if table.rr is None or "record" not in table.meta.columns:
+        raise UserError(f"{table.path or 'the training table'}: data.irregular_copies needs the "
+                        f"{', '.join(RR_COLUMNS)} and record columns; rebuild the tables with "
+                        "`python -m heartjax.data build mitbih` or set --config.data.irregular_copies=0")
     rng = np.random.default_rng(seed)
     records = table.meta["record"].astype(str).to_numpy()
     parts = [table]
