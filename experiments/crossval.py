@@ -278,10 +278,9 @@ def parse_mix(text: str, num_classes: int) -> float | tuple[float, ...]:
 
 
 def mix_fields(mix: float | tuple[float, ...]) -> dict:
-    """The model fields that evaluate with `mix`."""
-    if isinstance(mix, tuple):
-        return {"morph_mix_by_class": mix}
-    return {"morph_mix": mix, "morph_mix_by_class": ()}
+    """The model fields that evaluate with `mix` (`Predictor.with_model(morph_mix=m)` clears
+    the per-class mix)."""
+    return {"morph_mix_by_class": mix} if isinstance(mix, tuple) else {"morph_mix": mix}
 
 
 def mix_label(mix) -> str:

@@ -104,7 +104,8 @@ def irregular_copies(table: BeatTable, share: float, seed: int, normal: int = 0)
     features see the stretch as the record going on in fibrillation."""
     if share <= 0:
         return table
-    if table.rr is None or "record" not in table.meta.columns:
+    rr = table.rr
+    if rr is None or "record" not in table.meta.columns:
         raise UserError(f"{table.path or 'the training table'}: data.irregular_copies needs the "
                         f"{', '.join(RR_COLUMNS)} and record columns; rebuild the tables with "
                         "`python -m heartjax.data build mitbih` or set --config.data.irregular_copies=0")
@@ -118,7 +119,7 @@ def irregular_copies(table: BeatTable, share: float, seed: int, normal: int = 0)
             continue
         rows = np.sort(rng.choice(normals, size=k, replace=False))
         spread = rng.uniform(*IRREGULAR_SPREAD)
-        mean = float(table.rr[idx, 3].mean()) * rng.uniform(*IRREGULAR_PACE)
+        mean = float(rr[idx, 3].mean()) * rng.uniform(*IRREGULAR_PACE)
         intervals = mean * np.exp(spread * rng.standard_normal(k) - spread**2 / 2)
         copy = table.subset(rows)
         meta = copy.meta.copy()
