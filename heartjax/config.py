@@ -109,6 +109,11 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     # Trials that start the search: dicts of space values (space paths), every other searched
     # field at the config's own value; {} trains the config as it is.
     c.tune.start_points = ()
+    # >= 2 (with a ladder and data.val_by='records'): every rung of a trial trains one model per
+    # fold of the records (`heartjax.data.splits.record_folds`) and is scored on all of them
+    # out of fold, at this many times the cost; the winner's full training validates as
+    # data.val_fraction says. 0: the one validation split.
+    c.tune.folds = 0
     c.tune.retrain = True  # with a ladder: train the winner at full fidelity into WORKDIR/best
     # also train the config as it is (the untuned original) at full fidelity into
     # WORKDIR/original: the report puts it beside the tuned winner on the test split

@@ -15,6 +15,10 @@ pool, so ASHA's milestones (grace period x reduction factor^k) fall exactly on t
   complete training, not a snapshot in a long schedule's warm-up), then evaluates the whole
   validation split once. Validation is the same at every rung, so rungs compare; it runs once
   per rung, not per epoch, so it stays a small share of a cheap rung.
+- With folds (`tune.folds`, cross-validation by whole records) a rung trains one such model
+  per fold, each on its fold's training records, and scores the pooled predictions on every
+  held-out record: a configuration is judged on all the records, each seen by a model that
+  did not train on it, at folds times the cost.
 """
 
 from __future__ import annotations
@@ -100,15 +104,21 @@ def check_ladder(tune: ml_collections.ConfigDict) -> None:
 _ARRAYS: dict[tuple, steps.Arrays] = {}
 
 
-def device_arrays(table: BeatTable) -> steps.Arrays:
+def device_arrays(table: BeatTable, keep: int = 2, rows: int = 0) -> steps.Arrays:
     """`heartjax.steps.to_arrays` once per table and process: a Ray worker runs trial after
-    trial on the same splits (each trial gets a fresh copy of the tables from Ray)."""
+    trial on the same splits (each trial gets a fresh copy of the tables from Ray). `keep`:
+    the tables of one run (a training and a validation table per fold). `rows`: zero rows are
+    appended up to that length (no pool draws them and no score reads them), so that folds of
+    different sizes share one compiled program."""
     key = (table.path, len(table), float(table.x[:: max(len(table) // 101, 1)].sum()),
-           int(table.y.sum()))
+           int(table.y.sum()), rows)
     if key not in _ARRAYS:
-        if len(_ARRAYS) >= 2:  # one run's training and validation splits at a time
+        if len(_ARRAYS) >= keep:  # another run's tables
             _ARRAYS.clear()
-        _ARRAYS[key] = steps.to_arrays(table)
+        a = steps.to_arrays(table)
+        pad = max(rows - len(table), 0)
+        _ARRAYS[key] = steps.Arrays(*(jnp.pad(v, [(0, pad)] + [(0, 0)] * (v.ndim - 1))
+                                      for v in a)) if pad else a
     return _ARRAYS[key]
 
 
@@ -183,49 +193,67 @@ def train_rung(
 
 def train_ladder(
     config: ml_collections.ConfigDict,
-    splits: tuple[BeatTable, BeatTable],
+    splits: Sequence[tuple[BeatTable, BeatTable]],
     report: RungReport,
     done: Sequence[dict[str, Any]] = (),
 ) -> None:
-    """Train `config` up the ladder: one fresh training per rung on its pool, then
-    `report(row)` with the rung's validation metrics; the scheduler stops the trial by not
-    returning from a report. `done` holds the rows of rungs an interrupted attempt finished:
-    they are reported again as they were, and training continues at the next rung."""
+    """Train `config` up the ladder: at each rung one fresh training per (train, validation)
+    pair of `splits` (one pair, or one per fold), then `report(row)` with the validation
+    metrics of their pooled predictions; the scheduler stops the trial by not returning from a
+    report. `done` holds the rows of rungs an interrupted attempt finished: they are reported
+    again as they were, and training continues at the next rung."""
     for row in done:
         report(row)
     enable_compilation_cache()
     tune = config.tune
-    train_table, val_table = splits
-    class_names = train_table.class_names
+    class_names = splits[0][0].class_names
     num_classes = len(class_names)
     trainer = Trainer(config, num_classes)
-    train, val = device_arrays(train_table), device_arrays(val_table)
-    y = train_table.y
-    pools = nested_pools(y, tuple(tune.ladder), config.data.seed)
-    base_weights = losses.loss_weights(y, num_classes, config.train)
+    keep = 2 * len(splits)
+    lengths = [max(len(pair[i]) for pair in splits) if len(splits) > 1 else 0 for i in (0, 1)]
+    arrays = [(device_arrays(tr, keep, lengths[0]), device_arrays(va, keep, lengths[1]))
+              for tr, va in splits]
+    pools = [nested_pools(tr.y, tuple(tune.ladder), config.data.seed) for tr, _ in splits]
+    base_weights = [losses.loss_weights(tr.y, num_classes, config.train) for tr, _ in splits]
+    y_val = np.concatenate([va.y for _, va in splits])
     predict_fn = predict.make_predict_fn(trainer.model.apply)
     params = done[0]["params"] if done else None
     for k, budget in enumerate(rung_budgets(tune)):
         if k < len(done):
             continue
-        pool = pools[k]
-        weights = base_weights * importance(y, pool, num_classes)
-        sampling = steps.record_sampling_of(train_table, config.train, pool)
-        state, row = train_rung(trainer, train, pool, weights, budget, config.train.seed + k,
-                                sampling)
-        if params is None:
-            params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(state.params))
-        t0 = time.perf_counter()
-        variables = predict.variables_of(state.params, state.batch_stats)
-        proba = predict.predict_proba(predict_fn, variables, val.x, val.context,
-                                      config.train.eval_batch_size)
-        val_m = metrics.evaluate_predictions(val_table.y, proba, class_names)
+        rows, probas, eval_s = [], [], 0.0
+        for (table, table_val), (train, val), fold_pools, weights in zip(splits, arrays, pools,
+                                                                          base_weights):
+            pool = fold_pools[k]
+            weights = weights * importance(table.y, pool, num_classes)
+            sampling = steps.record_sampling_of(table, config.train, pool)
+            state, row = train_rung(trainer, train, pool, weights, budget, config.train.seed + k,
+                                    sampling)
+            if params is None:
+                params = sum(int(np.prod(p.shape))
+                             for p in jax.tree_util.tree_leaves(state.params))
+            t0 = time.perf_counter()
+            variables = predict.variables_of(state.params, state.batch_stats)
+            proba = predict.predict_proba(predict_fn, variables, val.x, val.context,
+                                          config.train.eval_batch_size)
+            probas.append(proba[:len(table_val.y)])
+            eval_s += time.perf_counter() - t0
+            rows.append({**row, "pool": len(pool)})
+        val_m = metrics.evaluate_predictions(y_val, np.concatenate(probas), class_names)
         report({
-            **row,
+            **_sum_rows(rows),
             "rung": k,
-            "pool": len(pool),
-            "eval_s": time.perf_counter() - t0,
+            "eval_s": eval_s,
             "params": params,
             "final": int(k == len(tune.ladder) - 1),
             **metrics.flat_scalars(val_m, "val_"),
         })
+
+
+def _sum_rows(rows: list[dict[str, float]]) -> dict[str, float]:
+    """One rung's row over its folds: the beats seen and the seconds add up (the rung's cost);
+    the pool (one fold's), the loss and the speed are the folds' mean."""
+    mean = ("pool", "train_loss", "beats_per_s")
+    row = {key: (float(np.mean([r[key] for r in rows])) if key in mean
+                 else sum(r[key] for r in rows)) for key in rows[0]}
+    return {**row, "pool": round(row["pool"])}

@@ -75,6 +75,17 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[BeatTable, BeatTable
     return train, val
 
 
+def load_folds(config: ml_collections.ConfigDict, folds: int) -> list[tuple[BeatTable, BeatTable]]:
+    """Cross-validation by whole records: `load_splits` once per fold (`data.folds`,
+    `data.fold`), each fold's records validating once and training the other folds' models."""
+    out = []
+    for fold in range(folds):
+        c = config.copy_and_resolve_references()
+        c.data.folds, c.data.fold = folds, fold
+        out.append(load_splits(c))
+    return out
+
+
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 

@@ -5,11 +5,13 @@ the search algorithm, the scheduler, the fidelity ladder and the budget.
 
 With a ladder (`tune.ladder`, see heartjax.fidelity) a trial climbs rungs of growing budget in
 training beats seen, each a short training on a class-stratified pool, and ASHA keeps the best
-1/`tune.reduction_factor` of each rung for the next; no trial checkpoint is written. When the search ends (all trials
-done, or `tune.time_budget_s` spent) the winner, the best trial of the highest rung reached, is
-trained at full fidelity (`train.epochs` on the whole split, as `heartjax.train`) into
-`WORKDIR/best`. Without a ladder every trial runs `train_and_evaluate` into
-`WORKDIR/trials/<trial id>` and reports every epoch.
+1/`tune.reduction_factor` of each rung for the next; no trial checkpoint is written. With
+`tune.folds` every rung trains one model per fold of the records and is scored out of fold
+on all of them (cross-validation). When the search ends (all trials done, or
+`tune.time_budget_s` spent) the winner, the best trial of the highest rung reached, is trained
+at full fidelity (`train.epochs` on the whole split, as `heartjax.train`) into `WORKDIR/best`.
+Without a ladder every trial runs `train_and_evaluate` into `WORKDIR/trials/<trial id>` and
+reports every epoch.
 
 Afterwards the run folder holds a tidy table of every trial (`trials.csv`, and `rungs.csv` or
 `epochs.csv`) and `summary.json`; the run's best model is `heartjax.load_checkpoint(WORKDIR)`.
@@ -90,6 +92,9 @@ def check_tune_config(config: ml_collections.ConfigDict) -> list[space.Param]:
         except ImportError:
             raise UserError("tune.search_alg=bohb needs `pip install hpbandster ConfigSpace`") from None
     fidelity.check_ladder(t)
+    if t.folds and (t.folds < 2 or not t.ladder or config.data.val_by != "records"):
+        raise UserError(f"bad config: tune.folds={t.folds}: use 0, or >= 2 with a tune.ladder "
+                        "and data.val_by='records' (cross-validation by whole records)")
     if t.ladder and t.population > 1:
         raise UserError("bad config: tune.population > 1 runs full-fidelity trials; set "
                         "tune.ladder=() or tune.population=1")
@@ -105,9 +110,11 @@ def check_tune_config(config: ml_collections.ConfigDict) -> list[space.Param]:
 
 
 def trainable(
-    trial_config: dict[str, Any], base: dict[str, Any], run_dir: str, splits, searched: list[space.Param]
+    trial_config: dict[str, Any], base: dict[str, Any], run_dir: str, splits,
+    searched: list[space.Param], folds=None,
 ) -> None:
-    """One Ray trial: the base config with the sampled values, trained by train_and_evaluate."""
+    """One Ray trial: the base config with the sampled values, trained up the ladder (on each
+    of `folds`, the cross-validation splits, when given) or by train_and_evaluate."""
     from ray import tune
 
     from heartjax.train import train_and_evaluate
@@ -129,7 +136,7 @@ def trainable(
             # ASHA decides on "budget", the rung's nominal beats (its milestones exactly)
             tune.report({**row, "budget": budgets[row["rung"]]})
 
-        fidelity.train_ladder(config, splits, report_rung, done)
+        fidelity.train_ladder(config, folds or [splits], report_rung, done)
         return
     members = None
     if config.tune.population > 1:  # seeded by the trial id: a restarted trial redraws the same
@@ -205,11 +212,12 @@ def _searcher(config: ml_collections.ConfigDict, searched: list[space.Param]):
                         sampler=sampler, points_to_evaluate=points or None)
 
 
-def _dataset_record(config, splits) -> dict[str, Any]:
+def _dataset_record(config, splits, folds=None) -> dict[str, Any]:
     train, val = splits
-    return {
+    record = {
         "dataset": config.data.dataset,
         "train_table": train.path,
+        "val_by": config.data.val_by,
         "val_fraction": config.data.val_fraction,
         "split_seed": config.data.seed,
         "train_rows": len(train),
@@ -217,6 +225,10 @@ def _dataset_record(config, splits) -> dict[str, Any]:
         "train_counts": dict(zip(train.class_names, np.bincount(train.y, minlength=len(train.class_names)).tolist())),
         "val_counts": dict(zip(val.class_names, np.bincount(val.y, minlength=len(val.class_names)).tolist())),
     }
+    if folds:  # the search scores by cross-validation: each fold's validation records
+        record["folds"] = [sorted(set(v.records.astype(str))) if v.records is not None else []
+                           for _, v in folds]
+    return record
 
 
 def run(
@@ -229,7 +241,7 @@ def run(
     verbose: int = 1,
 ) -> dict[str, Any]:
     """Tune `config` into `workdir` (or resume it there); returns the run's summary."""
-    from heartjax.train import load_splits
+    from heartjax.train import load_folds, load_splits
 
     searched = check_tune_config(config)
     # trials keep checkpoints by the tuned metric, so the run's best checkpoint is the best trial's
@@ -243,10 +255,12 @@ def run(
     if mlflow is not None:
         _check_mlflow()
     splits = load_splits(config)  # bad data fails here, before Ray starts
+    folds = load_folds(config, config.tune.folds) if config.tune.folds else None
     workdir.mkdir(parents=True, exist_ok=True)
     if not resume:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-        (workdir / "dataset.json").write_text(json.dumps(_dataset_record(config, splits), indent=2))
+        (workdir / "dataset.json").write_text(json.dumps(_dataset_record(config, splits, folds),
+                                                         indent=2))
 
     address = ray_address or os.environ.get("RAY_ADDRESS")
     if address:
@@ -278,7 +292,8 @@ def run(
     try:
         fn = tune.with_resources(
             tune.with_parameters(
-                trainable, base=config.to_dict(), run_dir=str(workdir), splits=splits, searched=searched
+                trainable, base=config.to_dict(), run_dir=str(workdir), splits=splits,
+                searched=searched, folds=folds,
             ),
             {"cpu": config.tune.cpus_per_trial, "gpu": config.tune.gpus_per_trial},
         )
@@ -578,8 +593,9 @@ def format_summary(summary: dict[str, Any]) -> str:
             lines.append(f"  {values}")
     r = summary.get("retrained")
     if r:
+        tuned = summary["metric"]  # the winner's epoch was chosen by it
         lines.append(f"winner retrained at full fidelity ({r['train_s'] / 60:.1f} min, best epoch "
-                     f"{r['epoch']}): val macro recall {r['val_macro_recall']:.4f}, accuracy "
+                     f"{r['epoch']}): {tuned} {r.get(tuned, float('nan')):.4f}, accuracy "
                      f"{r['val_accuracy']:.4f}, macro F1 {r['val_macro_f1']:.4f}")
     return "\n".join(lines)
 

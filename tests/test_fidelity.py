@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 
-from heartjax import fidelity, space
+from heartjax import fidelity, metrics, space
 from heartjax.cli import load_config
+from heartjax.data import SIGNAL_LEN, BeatTable
+from heartjax.data.splits import train_val_split
 from heartjax.errors import UserError
 from heartjax.spaces import default_space
 from heartjax.tune_progress import Progress
@@ -50,6 +53,38 @@ def test_importance_weights_restore_the_split_objective():
     assert np.allclose(w * per_class_pool / len(pool), np.bincount(y, minlength=5) / len(y))
     assert np.mean(w[y[pool]]) == pytest.approx(1.0)
     assert w[0] > 1 > w[3]  # N (subsampled) weighs more, F (all kept) less
+
+
+def test_a_ladder_over_folds_scores_every_record_out_of_fold(monkeypatch):
+    # six records of unequal length, so the folds' tables differ in length and get padded
+    sizes = [40, 50, 60, 70, 80, 90]
+    records = np.repeat([f"r{i}" for i in range(6)], sizes)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, len(records)).astype(np.int32)
+    x = rng.random((len(records), SIGNAL_LEN)).astype(np.float32)
+    x[:, :30] += y[:, None]  # learnable
+    table = BeatTable(x, y, "mitbih", "", pd.DataFrame({"record": records}))
+    folds = [train_val_split(table, 0.1, 0, "records", 3, f) for f in range(3)]
+    c = load_config("configs/mitbih.py:smoke")
+    c.tune.ladder, c.tune.rung_beats, c.tune.reduction_factor = (100, 0), 256, 2
+    scored = []  # what each rung's metrics were computed on
+    evaluate = metrics.evaluate_predictions
+    monkeypatch.setattr(metrics, "evaluate_predictions",
+                        lambda y, p, names: scored.append((y, p)) or evaluate(y, p, names))
+    rows = []
+    fidelity.train_ladder(c, folds, rows.append)
+    assert [r["rung"] for r in rows] == [0, 1]
+    y_all, p_all = scored[-1]
+    assert len(y_all) == len(table) and p_all.shape == (len(table), 5)  # every beat, no padding
+    assert sorted(np.concatenate([v.records for _, v in folds])) == sorted(records)
+    # the shortest fold, padded to the longest, predicts as it does trained alone
+    short = int(np.argmin([len(t) for t, _ in folds]))
+    start = sum(len(v) for _, v in folds[:short])
+    alone = []
+    fidelity.train_ladder(c, [folds[short]], alone.append)
+    np.testing.assert_allclose(p_all[start:start + len(folds[short][1])], scored[-1][1], atol=1e-4)
+    assert rows[1]["beats_seen"] == 3 * alone[1]["beats_seen"]  # a rung costs three trainings
+    assert rows[1]["val_macro_recall"] > 0.5
 
 
 def test_a_rung_draws_its_pool_by_the_record_sampling():

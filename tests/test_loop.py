@@ -154,6 +154,6 @@ def test_record_balance_trains_on_records_and_needs_them(splits, tmp_path):
     c.tune.ladder, c.tune.rung_beats, c.tune.reduction_factor = (100, 0), 256, 2
     rows = []
     with pytest.raises(UserError, match="record_balance needs a 'record' column"):
-        fidelity.train_ladder(c, splits, rows.append)
-    fidelity.train_ladder(c, (train, val), rows.append)
+        fidelity.train_ladder(c, [splits], rows.append)
+    fidelity.train_ladder(c, [(train, val)], rows.append)
     assert [r["rung"] for r in rows] == [0, 1] and rows[1]["beats_seen"] >= 512

@@ -135,6 +135,18 @@ def test_missing_test_table_is_a_note_not_a_crash(tune_run, tmp_path):
     assert (tmp_path / "out" / "report.pdf").stat().st_size > 10_000
 
 
+def test_no_test_leaves_the_test_table_unread(tune_run, tmp_path):
+    result = run_module("heartjax.report", tune_run, "--out", tmp_path / "out", "--no-test",
+                        timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "evaluating" not in result.stderr  # no checkpoint met the test table
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "was not read (--no-test)" in md
+    table = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert "test_macro_recall" not in table or table["test_macro_recall"].isna().all()
+    assert table["val_macro_recall"].notna().all()
+
+
 def test_bad_inputs_are_one_line_errors(tune_run, tmp_path):
     not_a_run = tmp_path / "empty"
     not_a_run.mkdir()

@@ -20,6 +20,7 @@ import pytest
 import heartjax
 from heartjax import space
 from heartjax.cli import load_config
+from heartjax.data import load_dataset
 from heartjax.errors import UserError
 from tests.conftest import REPO, assert_one_line_error, run_module
 
@@ -78,6 +79,7 @@ def test_conditional_fields_are_sampled_only_for_their_model():
         ("--config.tune.ladder=(500,100)", "shrink"),
         ("--config.tune.time_budget_s=-1", "time_budget_s"),
         ("--config.tune.start_points=({'model.name': 'cnn2d'},)", "does not search"),
+        ("--config.tune.folds=3", "tune.folds=3"),  # folds need a ladder and whole records
     ],
 )
 def test_bad_tune_config_fails_before_ray(override, needle, ptb_tables, tmp_path):
@@ -131,6 +133,29 @@ def test_ladder_tune_retrains_the_winner_and_reports_it_beside_the_original(ptb_
     assert "untuned original beside the tuned model" in md and "Fidelity ladder" in md
     assert (workdir / "report" / "rungs.png").exists()
     assert (workdir / "report" / "best_so_far.png").exists()
+
+
+def test_a_search_scored_by_cross_validation_trains_every_fold(mitbih_tables, tmp_path):
+    workdir = tmp_path / "cv"
+    cmd = [sys.executable, "-m", "heartjax.tune", "--config", "configs/mitbih.py:smoke",
+           f"--config.data.dir={mitbih_tables}", "--config.data.val_by=records",
+           "--config.data.train_limit=1500", "--config.tune.folds=3",
+           "--config.tune.ladder=(200,0)", "--config.tune.rung_beats=512",
+           "--config.tune.reduction_factor=2", "--config.tune.num_samples=2",
+           "--config.tune.retrain=False", "--workdir", str(workdir), "--verbose", "0",
+           "--no-report"]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folds = json.loads((workdir / "dataset.json").read_text())["folds"]
+    records = load_dataset(mitbih_tables, "mitbih", "train").records
+    assert len(folds) == 3 and sorted(sum(folds, [])) == sorted(set(records.astype(str)))
+    rungs = pd.read_csv(workdir / "rungs.csv", dtype={"trial_id": str})
+    assert len(rungs) >= 2 and (rungs["beats_seen"] >= 3 * rungs["budget"]).all()
+    assert rungs["val_nsv_recall"].between(0, 1).all()
+    report = run_module("heartjax.report", workdir, "--out", workdir / "report", "--no-test",
+                        timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "cross-validation over 3 folds of records" in (workdir / "report" / "summary.md").read_text()
 
 
 @pytest.fixture(scope="module")

@@ -65,11 +65,17 @@ def _table_notes(run: Run, evals: dict[str, TrialEval], table: pd.DataFrame) -> 
 
 
 def report_run(run: Run, plot_dir: Path, data_dir: str | Path | None,
-               target_recall: float) -> RunReport:
-    """Evaluate a run's trials on test and draw its plots into `plot_dir`."""
+               target_recall: float, read_test: bool = True) -> RunReport:
+    """Evaluate a run's trials on test (unless `read_test` is False) and draw its plots into
+    `plot_dir`."""
     notes: list[str] = []
     train_path, test_path = data_paths(run, data_dir)
-    test = load_test(run, test_path, notes)
+    if read_test:
+        test = load_test(run, test_path, notes)
+    else:
+        test = None
+        notes.append(f"the test table ({test_path}) was not read (--no-test): the test columns "
+                     "are empty")
     if test is None:
         log(f"{run.name}: {notes[-1]}")
     evals = evaluate_trials(run, test, keep=run.best_id) if test is not None else {}
@@ -129,8 +135,10 @@ def _out_dir(out: str | Path) -> Path:
 
 
 def build_report(run_dirs: Sequence[str | Path], out: str | Path,
-                 data_dir: str | Path | None = None, target_recall: float = 0.99) -> dict[str, Any]:
-    """Write summary.md, summary.csv, report.pdf and the PNG plots of `run_dirs` into `out`.
+                 data_dir: str | Path | None = None, target_recall: float = 0.99,
+                 read_test: bool = True) -> dict[str, Any]:
+    """Write summary.md, summary.csv, report.pdf and the PNG plots of `run_dirs` into `out`
+    (`read_test=False`: without reading the test table, for a test looked at once, later).
 
     Returns {"out", "markdown", "csv", "pdf": Path, "runs": [{"name", "path", "metric",
     "table": DataFrame (summary.csv's rows), "plots": {name: Path}, "notes": [str],
@@ -147,7 +155,7 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path,
     out = _out_dir(out)
     with pyplot().rc_context(STYLE):
         reports = [report_run(run, out if len(runs) == 1 else out / run.name, data_dir,
-                              float(target_recall)) for run in runs]
+                              float(target_recall), read_test) for run in runs]
         csv = out / "summary.csv"
         pd.concat([r.table for r in reports], ignore_index=True).to_csv(csv, index=False)
         compared = [r.comparison.assign(run=r.run.name) for r in reports if r.comparison is not None]

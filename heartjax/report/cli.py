@@ -33,6 +33,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="binary datasets: recall of the positive class to reach; its "
                              "threshold is chosen on the validation split and shown on the test "
                              "PR curve (default 0.99)")
+    parser.add_argument("--no-test", action="store_true",
+                        help="leave the test table unread (the search's plots and validation "
+                             "figures only): for a test set looked at once, after the choice, "
+                             "as DS2 in the new-patient protocol")
     return parser
 
 
@@ -40,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point."""
     args = _parser().parse_args(argv)
-    result = build_report(args.run_dirs, args.out, args.data_dir, args.target_recall)
+    result = build_report(args.run_dirs, args.out, args.data_dir, args.target_recall,
+                          read_test=not args.no_test)
     for r in result["runs"]:
         b, metric = r["table"].iloc[0], r["metric"]
         test = b.get("test_macro_recall")

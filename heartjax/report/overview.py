@@ -68,8 +68,17 @@ def overview_lines(r: RunReport) -> list[str]:
         lines.append(f"Dataset: {run.dataset} ({len(run.class_names)} classes); train table "
                      f"{d.get('train_table', '?')}: {d.get('train_rows', '?')} training beats "
                      f"({_class_counts(d.get('train_counts'))}) and {d.get('val_rows', '?')} "
-                     f"validation beats ({_class_counts(d.get('val_counts'))}), a stratified "
-                     f"{d.get('val_fraction', '?')} split with seed {d.get('split_seed', '?')}")
+                     f"validation beats ({_class_counts(d.get('val_counts'))}), a "
+                     + ("" if d.get("val_by") == "records" else "stratified ")
+                     + f"{d.get('val_fraction', '?')} split"
+                     + (" of whole records" if d.get("val_by") == "records" else "")
+                     + f" with seed {d.get('split_seed', '?')}")
+        if d.get("folds"):
+            folds = "; ".join(f"{i + 1}: {', '.join(f)}" for i, f in enumerate(d["folds"]))
+            lines.append(f"Trials scored by cross-validation over {len(d['folds'])} folds of "
+                         f"records (each rung trains one model per fold and scores the pooled "
+                         f"out-of-fold predictions; fold {folds}); the winner's full training "
+                         "validates on the split above")
     else:
         lines.append(f"Dataset: {run.dataset} (no dataset.json in the run)")
     if r.test_counts is not None:
