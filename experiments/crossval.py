@@ -87,6 +87,15 @@ VARIANTS = {
     "first_trial": {**FIRST_TRIAL, "model.rr_seconds": True, "data.extra_train": ""},
     # the same with what cross-validation chose since: R-R ratios only, both leads
     "first_trial_ratios": FIRST_TRIAL,
+    # the cross-validated search's best on a two-rung ladder (reports/tune_interpatient_2rungs):
+    # 48 channels without normalisation, dropout 0.1, morphology dropout 0.7 and mix 0.5
+    "search_48": {
+        "model.morph_dropout": 0.7, "model.morph_mix": 0.5, "model.morph_mix_by_class": (),
+        "model.channels": 48, "model.dropout": 0.1, "model.norm": "none",
+        "train.augment.noise": 0.0, "train.augment.scale": 0.0, "train.augment.shift": 3,
+        "train.augment.wander": 0.0, "train.class_weight_power": 0.684,
+        "train.learning_rate": 2.16e-3, "train.record_balance": 0.5, "train.weight_decay": 2.75e-5,
+    },
 }
 
 
