@@ -241,7 +241,7 @@ def train_ladder(
             rows.append({**row, "pool": len(pool)})
         val_m = metrics.evaluate_predictions(y_val, np.concatenate(probas), class_names)
         report({
-            **_sum_rows(rows),
+            **_over_folds(rows),
             "rung": k,
             "eval_s": eval_s,
             "params": params,
@@ -250,7 +250,7 @@ def train_ladder(
         })
 
 
-def _sum_rows(rows: list[dict[str, float]]) -> dict[str, float]:
+def _over_folds(rows: list[dict[str, float]]) -> dict[str, float]:
     """One rung's row over its folds: the beats seen and the seconds add up (the rung's cost);
     the pool (one fold's), the loss and the speed are the folds' mean."""
     mean = ("pool", "train_loss", "beats_per_s")

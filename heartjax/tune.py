@@ -226,8 +226,7 @@ def _dataset_record(config, splits, folds=None) -> dict[str, Any]:
         "val_counts": dict(zip(val.class_names, np.bincount(val.y, minlength=len(val.class_names)).tolist())),
     }
     if folds:  # the search scores by cross-validation: each fold's validation records
-        record["folds"] = [sorted(set(v.records.astype(str))) if v.records is not None else []
-                           for _, v in folds]
+        record["folds"] = [sorted(set(v.records.astype(str))) for _, v in folds]
     return record
 
 
