@@ -11,13 +11,17 @@ WORKDIR ?= runs/mitbih
 
 .PHONY: setup data data-interpatient data-ptb tune tune-ptb tune-cnn2d tune-transformer tune-compare train mitbih-best tune-interpatient interpatient-best interpatient-ensemble crossval proxies ptb-best annotate-ds2 annotate-ds2-ensemble qrs-detectors test lint clean
 
-setup: $(VENV)/.installed
+# `make setup CUDA=1`: also JAX's CUDA 12 plugin for NVIDIA GPUs (the `cuda` extra). Its own
+# stamp, so that it installs over an existing CPU setup; it also stamps the CPU setup done.
+comma := ,
+EXTRAS := dev$(if $(filter 1,$(CUDA)),$(comma)cuda)
+setup: $(VENV)/.installed$(if $(filter 1,$(CUDA)),-cuda)
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed $(VENV)/.installed-cuda: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
-	touch $@
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $(sort $@ $(VENV)/.installed)
 
 $(MITDB)/RECORDS: | setup
 	$(PY) -m heartjax.data download mitbih --out $(MITDB)

@@ -129,7 +129,7 @@ def same_training(saved: dict, config) -> bool:
 
     current = _flat(json.loads(config.to_json_best_effort()))
     default = _flat(json.loads(base_config(config.data.dataset, config.model.name).to_json_best_effort()))
-    saved = _flat(saved)
+    saved = _flat({k: v for k, v in saved.items() if k != "runtime"})  # what it ran on
     return all(saved[k] == v if k in saved else k in default and default[k] == v
                for k, v in current.items()) and set(saved) <= set(current)
 

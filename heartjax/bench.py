@@ -32,6 +32,7 @@ from heartjax.config import base_config
 from heartjax.data import CONTEXT_WIDTH
 from heartjax.errors import Parser, UserError, cli_entry
 from heartjax.models import build_model
+from heartjax.runtime import device_info
 
 SIZES = {"ptb": 11_641, "mitbih": 87_554}  # training beats of each dataset's standard split
 MODELS = ("cnn2d", "transformer", "resnet1d")  # original configs, default resnet1d
@@ -81,11 +82,20 @@ def step_flops(compiled: Any) -> float:
     return float(cost["flops"])
 
 
-def _setup(model_name: str, batch: int, n: int, members: int = 0, calls: int = 0):
+def describe(info: dict[str, Any]) -> str:
+    """One line for `heartjax.runtime.device_info()`: "gpu: 1 x NVIDIA H100 ... (jax 0.10.2)"."""
+    return f"{info['backend']}: {info['device_count']} x {info['device_kind']} (jax {info['jax']})"
+
+
+def _setup(model_name: str, batch: int, n: int, members: int = 0, calls: int = 0,
+           conv_impl: str | None = None):
     """State, chunk program, plan and class weights as training builds them
-    (`heartjax.steps.build_program`; `calls` > 0 overrides `train.calls_per_epoch`)."""
+    (`heartjax.steps.build_program`; `calls` > 0 overrides `train.calls_per_epoch`;
+    `conv_impl` the model's convolutions)."""
     c = base_config("mitbih", model_name)
     c.train.batch_size = batch
+    if conv_impl:
+        c.model.conv_impl = conv_impl
     c.train.calls_per_epoch = calls or c.train.calls_per_epoch
     program = steps.build_program(c, n, 5)
     if members:
@@ -103,18 +113,25 @@ def _setup(model_name: str, batch: int, n: int, members: int = 0, calls: int = 0
 
 
 def time_training(
-    model_name: str, batch: int, data: steps.Arrays, n: int, members: int = 0, calls: int = 0
+    model_name: str, batch: int, data: steps.Arrays, n: int, members: int = 0, calls: int = 0,
+    conv_impl: str | None = None, max_s: float = 0.0,
 ) -> dict[str, float]:
-    """Compile time, then one whole epoch over the first n beats (beats/s; × members = model-beats/s)."""
+    """Compile time, then one whole epoch over the first n beats (beats/s; × members =
+    model-beats/s). `max_s` > 0: only the epoch's first calls, as many (at least 2) as fit in
+    about max_s seconds at the warm call's pace, so a slow configuration cannot hold up a run."""
     sub = steps.Arrays(data.x[:n], data.y[:n], data.context[:n])
-    state, chunk, plan, weights = _setup(model_name, batch, n, members, calls)
+    state, chunk, plan, weights = _setup(model_name, batch, n, members, calls, conv_impl)
     idx = jnp.zeros((plan.chunk, plan.batch), jnp.int32)
     t0 = time.perf_counter()
     compiled = chunk.lower(state, sub, idx, weights).compile()
     compile_s = time.perf_counter() - t0
     flops = step_flops(compiled) / plan.batch / max(members, 1)
     rng = jax.random.PRNGKey(0)
-    state, _ = compiled(state, sub, idx, weights)  # one warm call: caches, allocator
+    t0 = time.perf_counter()
+    state, _ = jax.block_until_ready(compiled(state, sub, idx, weights))  # warm: caches, allocator
+    if max_s > 0:
+        fit = max(math.ceil(max_s / (time.perf_counter() - t0)), 2)
+        plan = plan._replace(calls=min(plan.calls, fit))
     jax.random.permutation(rng, n).block_until_ready()  # compiles the epoch's shuffle
     t0 = time.perf_counter()
     state, chunk_losses = steps.run_epoch(compiled, state, sub, plan, rng, weights)
@@ -122,7 +139,8 @@ def time_training(
     if not np.isfinite(chunk_losses).all():
         raise FloatingPointError(f"{model_name}: the benchmark's training diverged")
     done = plan.beats
-    return {"compile_s": compile_s, "epoch_s": train_s, "beats_per_s": done / train_s,
+    return {"compile_s": compile_s, "epoch_s": train_s, "timed_beats": done,
+            "beats_per_s": done / train_s,
             "train_flops_per_beat": flops,
             "model_beats_per_s": done * max(members, 1) / train_s}
 
@@ -154,13 +172,11 @@ def run(
         sizes = ("ptb",)
     data, source = beats(max(SIZES[s] for s in sizes))
     peak = matmul_peak()
-    log(f"matmul peak {peak:,.0f} GFLOP/s; beats: {source}")
+    info = device_info()
+    log(f"{describe(info)}; matmul peak {peak:,.0f} GFLOP/s; beats: {source}")
     out: dict[str, Any] = {
-        "device": jax.devices()[0].device_kind,
-        "backend": jax.default_backend(),
-        "devices": jax.local_device_count(),
-        "cpus": _cpus(),
-        "jax": jax.__version__,
+        "device": info,
+        "cpus": cpu_count(),
         "matmul_peak_gflops": peak,
         "beats": source,
         "quick": quick,
@@ -200,13 +216,15 @@ def run(
     return out
 
 
-def _cpus() -> int:
+def cpu_count() -> int:
+    """CPU cores this process may run on."""
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _csv(kind, allowed=None):
+def csv_of(kind, allowed=None):
+    """An argparse type: comma-separated values of `kind`, each in `allowed` when given."""
     def parse(text: str):
         items = tuple(kind(v) for v in text.split(",") if v)
         if allowed is not None and (bad := [v for v in items if v not in allowed]):
@@ -225,9 +243,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     p.add_argument("--quick", action="store_true", help="short epoch slices, PTB size only (< 2 min)")
-    p.add_argument("--models", type=_csv(str, MODELS), default=MODELS, help="comma-separated (default: all)")
-    p.add_argument("--batches", type=_csv(int), default=None, help="comma-separated (default 32,128; --quick: 32)")
-    p.add_argument("--sizes", type=_csv(str, tuple(SIZES)), default=tuple(SIZES), help="ptb,mitbih")
+    p.add_argument("--models", type=csv_of(str, MODELS), default=MODELS, help="comma-separated (default: all)")
+    p.add_argument("--batches", type=csv_of(int), default=None, help="comma-separated (default 32,128; --quick: 32)")
+    p.add_argument("--sizes", type=csv_of(str, tuple(SIZES)), default=tuple(SIZES), help="ptb,mitbih")
     p.add_argument("--population", type=int, default=8, help="cnn2d members of the population run (0: skip)")
     args = p.parse_args(argv)
     args.batches = args.batches or ((32,) if args.quick else (32, 128))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +23,7 @@ import orbax.checkpoint as ocp
 from flax import serialization
 
 from heartjax import predict
+from heartjax.cluster import experiment_dir, saved_storage
 from heartjax.data import CONTEXT_WIDTH, RR_COLUMNS, context_features
 from heartjax.errors import UserError
 
@@ -152,7 +154,11 @@ def find_checkpoints(path: str | Path) -> list[Path]:
         raise UserError(f"checkpoint path {p} does not exist")
     if (p / "meta").is_dir() and (p / "variables").exists():
         return [p]
-    steps = sorted(m.parent for m in p.rglob("meta") if (m.parent / "variables").exists())
+    roots = [p]
+    if storage := saved_storage(p):  # a tuning run whose trials Ray keeps in a storage
+        roots.append(experiment_dir(storage, p.absolute()))
+    steps = sorted(m.parent for root in roots for m in root.rglob("meta")
+                   if (m.parent / "variables").exists())
     # Orbax writes into *.orbax-checkpoint-tmp-* folders first: unfinished saves don't count
     return [s for s in steps if "tmp" not in s.name]
 
@@ -311,6 +317,27 @@ def load_models(paths: list[str | Path]) -> Predictor | Ensemble:
     return load_checkpoint(paths[0]) if len(paths) == 1 else load_ensemble(paths)
 
 
+def _on_this_device(abstract: Any) -> Any:
+    """`abstract` (ShapeDtypeStructs) placed on this process's first device: Orbax then restores
+    onto it whatever devices the checkpoint names (a GPU's `cuda:0` on a CPU, and back)."""
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract)
+
+
+# What Orbax says when a checkpoint's devices or mesh do not exist here (not damaged bytes).
+_TOPOLOGY = re.compile(r"topology|local_devices|jax\.devices|device mesh", re.IGNORECASE)
+
+
+def _is_topology_error(e: BaseException | None) -> bool:
+    """Whether `e` or an exception it came from is about devices rather than damage."""
+    while e is not None:
+        if _TOPOLOGY.search(str(e)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def load_checkpoint(path: str | Path) -> Predictor:
     """Load the best checkpoint at `path`: a step folder, a train workdir or a tuning run."""
     from heartjax.models import build_model
@@ -325,13 +352,18 @@ def load_checkpoint(path: str | Path) -> Predictor:
             jax.random.PRNGKey(0), jnp.zeros((2, 187)), jnp.zeros((2, CONTEXT_WIDTH)), train=False
         )
     )
-    target = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
+    target = _on_this_device(
+        {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})})
     try:
         with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
             restored = checkpointer.restore(
                 step_dir / "variables", args=ocp.args.StandardRestore(target)
             )
     except Exception as e:  # a damaged file must be one clear line, not a traceback
+        if _is_topology_error(e):
+            raise UserError(f"{step_dir}: cannot restore the weights ({type(e).__name__}); saved "
+                            "on another device topology that cannot be mapped onto this "
+                            f"machine's {jax.devices()[0].platform} device") from e
         raise UserError(f"{step_dir}: cannot restore the weights ({type(e).__name__}); corrupt or incomplete checkpoint") from e
     variables = predict.variables_of(restored["params"], restored["batch_stats"])
     return Predictor(

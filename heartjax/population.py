@@ -10,7 +10,9 @@ member axis and `jax.vmap` turns one train step into K.
 `train_population(config, workdir, members)` trains a population with the loop pieces of
 `heartjax.train.Training`; `heartjax.tune` uses it when `tune.population > 1`. Every member is
 evaluated each epoch; `members.jsonl` logs all of them, `metrics.jsonl` and the checkpoints
-follow the best one.
+follow the best one. On the tuning ladder `heartjax.fidelity.train_ladder(members=...)` trains
+a population rung by rung with the same pieces (`member_configs`, `create_population_state`,
+`make_population_chunk`).
 """
 
 from __future__ import annotations
@@ -158,6 +160,9 @@ def train_population(
     try:
         while not run.done:
             state, loss, timing = run.train_epoch(train_chunk, state, weights)
+            if not run.validates:  # the leading member's loss stands for the epoch
+                run.skip_epoch(state, loss[run.best.get("member", 0)], timing)
+                continue
             rows, evals = [], []
             for i in range(len(configs)):
                 one = unstack(state, i)

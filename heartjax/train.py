@@ -2,9 +2,9 @@
 and every experiment.
 
 The steps and the train state are in `heartjax.steps`. Here is the loop: an epoch of jitted
-chunks, validation, best-k Orbax checkpoints, early stopping, logs, and the whole train state
-after each epoch (`--resume` continues from it). `Training` holds the parts that
-`heartjax.population` reuses for K models in one program.
+chunks, validation (every `train.eval_every` epochs), best-k Orbax checkpoints, early stopping,
+logs, and the whole train state after each epoch (`--resume` continues from it). `Training`
+holds the parts that `heartjax.population` reuses for K models in one program.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ from heartjax.data import (
     train_val_split,
 )
 from heartjax.errors import UserError, cli_entry
-from heartjax.runtime import enable_compilation_cache
+from heartjax.runtime import device_info, enable_compilation_cache
 from heartjax.steps import build_program, make_train_chunk, record_sampling_of, run_epoch, to_arrays
 
 Metrics = dict[str, Any]
-# Called after every epoch with (epoch, flat validation metrics, checkpoint dir or None).
+# Called after every validated epoch with (epoch, flat validation metrics, checkpoint dir or None).
 ReportFn = Callable[[int, dict[str, float], "Path | None"], None]
 
 
@@ -119,7 +119,9 @@ class Training:
         self.program = build_program(config, len(self.train_table), len(self.class_names),
                                      _init_source(config, self.class_names))
         # after the model's fields are checked (build_program builds it)
-        (self.workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+        # what it ran on beside the config (a report compares runs of several machines)
+        (self.workdir / "config.json").write_text(json.dumps(
+            {**json.loads(config.to_json_best_effort()), "runtime": device_info()}, indent=2))
         self.train, self.val = to_arrays(self.train_table), to_arrays(self.val_table)
         self.predict_fn = predict.make_predict_fn(self.program.model.apply)
         self.manager = ckpt.Manager(self.workdir, config.train.select_metric,
@@ -128,6 +130,8 @@ class Training:
         self.epoch, self.rng = 0, jax.random.PRNGKey(config.train.seed + 1)
         self.best: Metrics = {}
         self.best_score, self.since_best, self.compile_s = -math.inf, 0, None
+        self.validated = 0  # the last validated epoch (since_best counts epochs from the best)
+        self.unlogged_s = 0.0  # seconds of the epochs since the last metrics row
         self.params = 0
 
     # -- state in and out
@@ -141,6 +145,7 @@ class Training:
         (state, self.rng), loop = self.last.restore((state, self.rng))
         self.epoch, self.best = loop["epoch"], loop["best"]
         self.best_score, self.since_best = loop["best_score"], loop["since_best"]
+        self.validated = loop.get("validated", self.epoch)  # older states validated every epoch
         self.manager.drop_after(self.epoch)
         for log in ("metrics.jsonl", "members.jsonl"):  # rows of epochs that will be redone
             _truncate(self.workdir / log, self.epoch)
@@ -152,7 +157,7 @@ class Training:
 
     def save_last(self, state: Any) -> None:
         loop = {"epoch": self.epoch, "best": self.best, "best_score": self.best_score,
-                "since_best": self.since_best}
+                "since_best": self.since_best, "validated": self.validated}
         self.last.save((state, self.rng), loop)
 
     # -- one epoch
@@ -184,6 +189,12 @@ class Training:
                   "epoch_s": train_s}
         return state, loss, timing
 
+    @property
+    def validates(self) -> bool:
+        """Whether this epoch is validated: every `train.eval_every`-th one and the last."""
+        t = self.config.train
+        return self.epoch % t.eval_every == 0 or self.epoch >= t.epochs
+
     def evaluate(self, one: Any) -> tuple[Metrics, np.ndarray]:
         """Validation metrics and probabilities of one model's state."""
         variables = predict.variables_of(one.params, one.batch_stats)
@@ -192,15 +203,18 @@ class Training:
         return metrics.evaluate_predictions(self.val_table.y, proba, self.class_names), proba
 
     def row(self, loss: float, timing: dict[str, float], val_m: Metrics) -> dict[str, float]:
+        """A validated epoch's metrics row; its epoch_s covers the epochs since the last row."""
+        timing = {**timing, "epoch_s": timing["epoch_s"] + self.unlogged_s}
         return {"epoch": self.epoch, "train_loss": float(loss), **timing,
                 **metrics.flat_scalars(val_m, "val_")}
 
     def select(self, one: Any, config: ml_collections.ConfigDict, val_m: Metrics,
                proba: np.ndarray, score: float, **extra: Any) -> Path | None:
-        """Keep `one` when `score` beats the best so far (early stopping counts the rest);
-        returns the new checkpoint's folder, or None."""
+        """Keep `one` when `score` beats the best so far (early stopping counts the epochs
+        since the best); returns the new checkpoint's folder, or None."""
+        since, self.validated = self.epoch - self.validated, self.epoch
         if score <= self.best_score:
-            self.since_best += 1
+            self.since_best += since
             return None
         self.best_score, self.since_best = score, 0
         meta = _meta(config, self.class_names, self.epoch, val_m, self.params, self.val_table, proba)
@@ -211,7 +225,8 @@ class Training:
 
     @property
     def done(self) -> bool:
-        """The last epoch, or `train.patience` epochs without a better model."""
+        """The last epoch, or `train.patience` epochs without a better model (known at a
+        validation: with eval_every > 1 the first one `patience` or more epochs after the best)."""
         return self.epoch >= self.config.train.epochs or self.since_best >= self.config.train.patience
 
     def log(self, row: dict[str, float], improved: bool) -> None:
@@ -233,8 +248,21 @@ class Training:
         """Log the leading model's row, save the whole state, then report: in this order, so a
         report that ends the process (Ray) finds everything on disk."""
         self.log(row, ckpt_dir is not None)
+        self.unlogged_s = 0.0
         self.save_last(state)
         self.report(report, row, ckpt_dir)
+
+    def skip_epoch(self, state: Any, loss: float, timing: dict[str, float]) -> None:
+        """An epoch without validation: its loss goes to TensorBoard and the console (every
+        metrics.jsonl row is a validated epoch's, as every report is), and the whole state is
+        saved for --resume."""
+        row = {"epoch": self.epoch, "train_loss": float(loss), **timing}
+        self.unlogged_s += timing["epoch_s"]
+        _log(None, self.writer, row)
+        if self.progress:
+            print(f"epoch {self.epoch:3d}  loss {row['train_loss']:.4f}  (not validated)  "
+                  f"{row['beats_per_s']:,.0f} beats/s", flush=True)
+        self.save_last(state)
 
     def close(self) -> None:
         self.manager.close()
@@ -263,8 +291,9 @@ def train_and_evaluate(
 ) -> Metrics:
     """Train `config` into `workdir`; return the best validation metrics (and where they are).
 
-    Keeps the best-k checkpoints by `train.select_metric`, stops after `train.patience` epochs
-    without improvement, logs every epoch to `metrics.jsonl` and TensorBoard, and saves the
+    Validates every `train.eval_every` epochs and after the last, keeps the best-k checkpoints
+    by `train.select_metric`, stops after `train.patience` epochs without improvement, logs
+    every validated epoch to `metrics.jsonl` (TensorBoard gets every epoch's loss) and saves the
     whole train state after each epoch: `resume=True` continues from it and ends with the
     metrics an uninterrupted run has (with `overwrite=True` too, it starts afresh where there is
     no saved state, as a restarted tuning trial does).
@@ -279,6 +308,9 @@ def train_and_evaluate(
     try:
         while not run.done:
             state, loss, timing = run.train_epoch(train_chunk, state, weights)
+            if not run.validates:
+                run.skip_epoch(state, loss[0], timing)
+                continue
             val_m, proba = run.evaluate(state)
             ckpt_dir = run.select(state, config, val_m, proba, val_m[t.select_metric])
             run.end_epoch(state, run.row(loss[0], timing, val_m), ckpt_dir, report)
@@ -353,9 +385,11 @@ def _truncate(path: Path, epoch: int) -> None:
         path.write_text("".join(ln + "\n" for ln in rows))
 
 
-def _log(path: Path, writer, row: dict[str, float]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
+def _log(path: Path | None, writer, row: dict[str, float]) -> None:
+    """`row` appended to the JSON-lines log `path` (None: none) and written to TensorBoard."""
+    if path is not None:
+        with path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
     if writer is not None:
         for k, v in row.items():
             if k != "epoch":

@@ -19,12 +19,17 @@ Afterwards the run folder holds a tidy table of every trial (`trials.csv`, and `
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import json
 import os
 import shlex
+import shutil
 import signal
 import sys
+import tarfile
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -34,34 +39,12 @@ import ml_collections
 import numpy as np
 import pandas as pd
 
-from heartjax import fidelity, population, space
+from heartjax import cluster, fidelity, population, space
 from heartjax.config import validate
 from heartjax.errors import UserError, cli_entry
 
 SEARCH_ALGS = ("random", "optuna", "bohb")
 SCHEDULERS = ("fifo", "asha", "hyperband")
-RAY_DIR = "ray"  # Ray's own experiment folder inside the run folder
-
-
-def thread_env(cpus_per_trial: float) -> dict[str, str]:
-    """Environment for trial workers: XLA:CPU and BLAS limited to the trial's CPUs.
-
-    XLA reads XLA_FLAGS when jax is first imported, so these must reach the worker process
-    before it imports anything (Ray's runtime_env does that); otherwise every trial would use
-    every core and concurrent trials would fight over them.
-    """
-    n = max(int(cpus_per_trial), 1)
-    flags = os.environ.get("XLA_FLAGS", "")
-    if n == 1:
-        flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    return {
-        "XLA_FLAGS": flags.strip(),
-        "OMP_NUM_THREADS": str(n),
-        "OPENBLAS_NUM_THREADS": str(n),
-        "MKL_NUM_THREADS": str(n),
-        "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", ""),
-        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # trials sharing a GPU must not grab it all
-    }
 
 
 def check_tune_config(config: ml_collections.ConfigDict) -> list[space.Param]:
@@ -76,8 +59,7 @@ def check_tune_config(config: ml_collections.ConfigDict) -> list[space.Param]:
         raise UserError(f"bad config: tune.num_samples={t.num_samples} must be >= 1")
     if t.population < 1:
         raise UserError(f"bad config: tune.population={t.population} must be >= 1")
-    if t.max_concurrent_trials < 1:
-        raise UserError(f"bad config: tune.max_concurrent_trials={t.max_concurrent_trials} must be >= 1")
+    cluster.check_resources(t)
     from heartjax.metrics import SELECTABLE
 
     if t.metric not in {f"val_{m}" for m in SELECTABLE} or t.mode != "max":
@@ -95,9 +77,6 @@ def check_tune_config(config: ml_collections.ConfigDict) -> list[space.Param]:
     if t.folds and (t.folds < 2 or not t.ladder or config.data.val_by != "records"):
         raise UserError(f"bad config: tune.folds={t.folds}: use 0, or >= 2 with a tune.ladder "
                         "and data.val_by='records' (cross-validation by whole records)")
-    if t.ladder and t.population > 1:
-        raise UserError("bad config: tune.population > 1 runs full-fidelity trials; set "
-                        "tune.ladder=() or tune.population=1")
     if t.time_budget_s < 0:
         raise UserError(f"bad config: tune.time_budget_s={t.time_budget_s} must be >= 0 (0: none)")
     searched = space.parse(t.search_space, config)
@@ -110,48 +89,61 @@ def check_tune_config(config: ml_collections.ConfigDict) -> list[space.Param]:
 
 
 def trainable(
-    trial_config: dict[str, Any], base: dict[str, Any], run_dir: str, splits,
-    searched: list[space.Param], folds=None,
+    trial_config: dict[str, Any], base: dict[str, Any], splits, searched: list[space.Param],
+    folds=None,
 ) -> None:
     """One Ray trial: the base config with the sampled values, trained up the ladder (on each
-    of `folds`, the cross-validation splits, when given) or by train_and_evaluate."""
+    of `folds`, the cross-validation splits, when given) or by train_and_evaluate.
+
+    The trial trains in a private local folder and hands it to Ray with every report, so that
+    Ray copies it into the run's storage whichever node runs it; a restarted trial (after
+    --resume, or on another node) starts from that copy: at its next rung, or its next epoch."""
     from ray import tune
 
     from heartjax.train import train_and_evaluate
 
     values = trial_config.get("params", trial_config)  # BOHB passes the values flat
     config = space.apply(ml_collections.ConfigDict(base), values)
+    where = cluster.check_trial_device(config.tune)
     trial_id = tune.get_context().get_trial_id()
-    workdir = Path(run_dir) / "trials" / trial_id
-    if config.tune.ladder:
-        budgets = fidelity.rung_budgets(config.tune)
-        log = workdir / "rungs.jsonl"  # a restarted trial goes on from its last finished rung
-        done = [json.loads(ln) for ln in log.read_text().splitlines()] if log.exists() else []
+    workdir = Path(tempfile.mkdtemp(prefix=f"heartjax-{trial_id}-"))
+    last = tune.get_checkpoint()
+    if last is not None:
+        last.to_directory(str(workdir))
 
-        def report_rung(row: dict[str, Any]) -> None:
-            if row["rung"] >= len(done):
-                workdir.mkdir(parents=True, exist_ok=True)
-                with log.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-            # ASHA decides on "budget", the rung's nominal beats (its milestones exactly)
-            tune.report({**row, "budget": budgets[row["rung"]]})
+    def report(row: dict[str, Any]) -> None:
+        tune.report({**row, **where}, checkpoint=tune.Checkpoint.from_directory(str(workdir)))
 
-        fidelity.train_ladder(config, folds or [splits], report_rung, done)
-        return
     members = None
     if config.tune.population > 1:  # seeded by the trial id: a restarted trial redraws the same
-        members = population.sample_members(
-            searched, values, config.tune.population, config.train.seed, zlib.crc32(trial_id.encode())
-        )
+        members = population.sample_members(searched, values, config.tune.population,
+                                            config.train.seed, zlib.crc32(trial_id.encode()))
+    try:
+        if config.tune.ladder:
+            budgets = fidelity.rung_budgets(config.tune)
+            log = workdir / "rungs.jsonl"  # the rungs finished so far
+            done = [json.loads(ln) for ln in log.read_text().splitlines()] if log.exists() else []
 
-    def report(epoch: int, row: dict[str, float], ckpt_dir) -> None:
-        tune.report({**row, "checkpoint_dir": str(ckpt_dir or "")})
+            def report_rung(row: dict[str, Any]) -> None:
+                rung_members = row.pop("members", [])  # each member's row: not a Ray metric
+                if row["rung"] >= len(done):
+                    with log.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    with (workdir / "members.jsonl").open("a") as f:
+                        f.writelines(json.dumps({**m, "rung": row["rung"]}) + "\n"
+                                     for m in rung_members)
+                # ASHA decides on "budget", the rung's nominal beats (its milestones exactly)
+                report({**row, "budget": budgets[row["rung"]]})
 
-    # A restarted trial (Ray's restore after an interruption) continues from its last epoch;
-    # the scheduler decides by the reported epoch, which a restart keeps counting.
-    run = (functools.partial(population.train_population, members=members) if members
-           else train_and_evaluate)
-    run(config, workdir, report=report, progress=False, splits=splits, resume=True, overwrite=True)
+            fidelity.train_ladder(config, folds or [splits], report_rung, done, members=members)
+            return
+        # the scheduler decides by the reported epoch, which a restart keeps counting
+        run = (functools.partial(population.train_population, members=members) if members
+               else train_and_evaluate)
+        run(config, workdir, report=lambda epoch, row, ckpt_dir: report(row), progress=False,
+            splits=splits, resume=True, overwrite=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)  # Ray holds its copy in the storage
 
 
 # ----------------------------------------------------------------------------- the run
@@ -242,39 +234,79 @@ def run(
     """Tune `config` into `workdir` (or resume it there); returns the run's summary."""
     from heartjax.train import load_folds, load_splits
 
+    # a driver that never trains must not hold GPU memory (JAX's default preallocates 75%)
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    workdir = Path(workdir).absolute()
+    t = config.tune
+    if resume and not t.storage:  # the storage the run was started with
+        t.storage = cluster.saved_storage(workdir)
+    if t.storage:
+        t.storage = str(Path(t.storage).absolute())
     searched = check_tune_config(config)
     # trials keep checkpoints by the tuned metric, so the run's best checkpoint is the best trial's
-    config.train.select_metric = config.tune.metric[len("val_"):]
-    workdir = Path(workdir).absolute()
-    ray_dir = workdir / RAY_DIR
+    config.train.select_metric = t.metric[len("val_"):]
+    ray_dir = cluster.experiment_dir(t.storage, workdir)
     if resume and not ray_dir.exists():
-        raise UserError(f"--resume: {workdir} holds no tuning run to resume")
+        raise UserError(f"--resume: {workdir} holds no tuning run to resume (no {ray_dir})")
     if not resume and ray_dir.exists():
-        raise UserError(f"{workdir} already holds a tuning run; add --resume to continue it or pick a new --workdir")
+        raise UserError(f"{ray_dir} already holds a tuning run; add --resume to continue it or "
+                        "pick a new --workdir")
+    if t.storage:
+        cluster.check_storage(Path(t.storage))
     if mlflow is not None:
         _check_mlflow()
     splits = load_splits(config)  # bad data fails here, before Ray starts
-    folds = load_folds(config, config.tune.folds) if config.tune.folds else None
-    workdir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-        (workdir / "dataset.json").write_text(json.dumps(_dataset_record(config, splits, folds),
-                                                         indent=2))
+    folds = load_folds(config, t.folds) if t.folds else None
 
     address = ray_address or os.environ.get("RAY_ADDRESS")
+    with _ray_session(config, address, verbose):
+        _check_cluster(config, address)
+        workdir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+            (workdir / "dataset.json").write_text(
+                json.dumps(_dataset_record(config, splits, folds), indent=2))
+        t0 = time.time()
+        results = _fit(config, searched, splits, folds, workdir, resume, mlflow, verbose)
+        summary = write_tables(workdir, results, config, searched, time.time() - t0)
+        if set(summary["status_counts"]) == {"error"}:
+            first = pd.read_csv(workdir / "trials.csv")["error"].dropna()
+            raise UserError(f"every trial failed ({summary['trials']}; trials.csv in {workdir} "
+                            f"has each error), the first with: {first.iloc[0] if len(first) else '?'}")
+        if summary["status_counts"].get("interrupted") and not _budget_spent(config, time.time() - t0):
+            summary["interrupted"] = True
+            return summary
+        if t.ladder and t.retrain and summary["best"]:
+            summary["retrained"] = retrain_best(config, summary, workdir, splits, verbose)
+            trials = pd.read_csv(workdir / "trials.csv", dtype={"trial_id": str})
+            trials.loc[trials["trial_id"] == summary["best"]["trial_id"], "workdir"] = str(workdir / "best")
+            trials.to_csv(workdir / "trials.csv", index=False)
+            summary["best"]["workdir"] = str(workdir / "best")
+        if t.train_original:
+            summary["original"] = train_full(config, {}, workdir / "original", splits, verbose,
+                                             "the untuned original")
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+@contextlib.contextmanager
+def _ray_session(config: ml_collections.ConfigDict, address: str | None, verbose: int):
+    """Ray started (or joined at `address`) for the run, with every trial's environment set;
+    SIGTERM ends the run as Ctrl-C does (Ray saves its state, the trials so far are written)."""
     if address:
         _match_cluster_auth()  # before Ray is imported: it reads the mode once
     if verbose < 2:  # Ray's own tables and banners stay quiet; heartjax prints its own line
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+        # every report hands Ray a checkpoint, which Ray would warn about on cheap rungs
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
-    from ray import tune
 
     try:
         ray.init(
             # "local" starts a private Ray: without it ray.init() joins the last `ray start`
             # cluster recorded in /tmp/ray, even a dead one left by an earlier `ray start`
             address=address or "local",
-            runtime_env={"env_vars": thread_env(config.tune.cpus_per_trial)},
+            runtime_env={"env_vars": cluster.trial_env(config.tune)},
             include_dashboard=False,
             log_to_driver=verbose > 1,
             configure_logging=verbose > 1,
@@ -285,64 +317,74 @@ def run(
             f"cannot connect to the Ray cluster at {address}: start it with `ray start --head` "
             f"or drop --ray_address and RAY_ADDRESS to run locally ({e})"
         ) from None
-    t0 = time.time()
-    # SIGTERM ends the run as Ctrl-C does: Ray saves its state and the trials so far are written
     previous_term = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
-        fn = tune.with_resources(
-            tune.with_parameters(
-                trainable, base=config.to_dict(), run_dir=str(workdir), splits=splits,
-                searched=searched, folds=folds,
-            ),
-            {"cpu": config.tune.cpus_per_trial, "gpu": config.tune.gpus_per_trial},
-        )
-        if resume:
-            tuner = tune.Tuner.restore(str(ray_dir), trainable=fn, resume_unfinished=True, resume_errored=False, restart_errored=False)
-        else:
-            t = config.tune
-            tuner = tune.Tuner(
-                fn,
-                tune_config=tune.TuneConfig(
-                    metric=t.metric,
-                    mode=t.mode,
-                    search_alg=_searcher(config, searched),
-                    scheduler=_scheduler(config),
-                    num_samples=t.num_samples,
-                    max_concurrent_trials=t.max_concurrent_trials,
-                    time_budget_s=t.time_budget_s or None,
-                    reuse_actors=True,  # no new process (and jax import) per trial
-                ),
-                run_config=tune.RunConfig(
-                    name=RAY_DIR,
-                    storage_path=str(workdir),
-                    failure_config=tune.FailureConfig(max_failures=0),
-                    callbacks=[
-                        *([_progress(config)] if verbose == 1 else []),
-                        *(_mlflow_callbacks(mlflow, workdir, config) if mlflow is not None else []),
-                    ],
-                    # verbose 1 is heartjax's progress line, 2 Ray's own tables and logs
-                    verbose=0 if verbose < 2 else 2,
-                ),
-            )
-        results = tuner.fit()
+        yield
     finally:
         ray.shutdown()
         signal.signal(signal.SIGTERM, previous_term)
-    summary = write_tables(workdir, results, config, searched, time.time() - t0)
-    if summary["status_counts"].get("interrupted") and not _budget_spent(config, time.time() - t0):
-        summary["interrupted"] = True
-        return summary
-    if config.tune.ladder and config.tune.retrain and summary["best"]:
-        summary["retrained"] = retrain_best(config, summary, workdir, splits, verbose)
-        trials = pd.read_csv(workdir / "trials.csv", dtype={"trial_id": str})
-        trials.loc[trials["trial_id"] == summary["best"]["trial_id"], "workdir"] = str(workdir / "best")
-        trials.to_csv(workdir / "trials.csv", index=False)
-        summary["best"]["workdir"] = str(workdir / "best")
-    if config.tune.train_original:
-        summary["original"] = train_full(config, {}, workdir / "original", splits, verbose,
-                                         "the untuned original")
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return summary
+
+
+def _check_cluster(config: ml_collections.ConfigDict, address: str | None) -> None:
+    """Before any trial starts: a cluster of several nodes needs a storage they all see, some
+    node must offer a trial's resources, and a trial that asks for a GPU must see one (asked
+    of a Ray task with a trial's resources)."""
+    t = config.tune
+    if address and not t.storage and (nodes := cluster.alive_nodes()) > 1:
+        raise UserError(f"the Ray cluster at {address} has {nodes} nodes: give --storage a folder "
+                        "every node sees, or trials write to the disk of whichever node runs them")
+    cluster.check_feasible(t)
+    if t.gpus_per_trial > 0:
+        cluster.probe_device(t)
+
+
+def _fit(config, searched, splits, folds, workdir: Path, resume: bool, mlflow: str | None,
+         verbose: int):
+    """Ray Tune's search: started, or continued from the experiment folder."""
+    from ray import tune
+
+    t = config.tune
+    ray_dir = cluster.experiment_dir(t.storage, workdir)
+    fn = tune.with_resources(
+        tune.with_parameters(trainable, base=config.to_dict(), splits=splits, searched=searched,
+                             folds=folds),
+        cluster.trial_resources(t),
+    )
+    if resume:
+        return tune.Tuner.restore(str(ray_dir), trainable=fn, resume_unfinished=True,
+                                  resume_errored=False, restart_errored=False).fit()
+    return tune.Tuner(
+        fn,
+        tune_config=tune.TuneConfig(
+            metric=t.metric,
+            mode=t.mode,
+            search_alg=_searcher(config, searched),
+            scheduler=_scheduler(config),
+            num_samples=t.num_samples,
+            max_concurrent_trials=t.max_concurrent_trials or None,  # 0: the resources decide
+            time_budget_s=t.time_budget_s or None,
+            reuse_actors=True,  # no new process (and jax import) per trial
+            trial_dirname_creator=_trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=ray_dir.name,
+            storage_path=str(ray_dir.parent),
+            failure_config=tune.FailureConfig(max_failures=0),
+            # a trial's checkpoint is its whole run folder as of its last report
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[
+                *([_progress(config)] if verbose == 1 else []),
+                *(_mlflow_callbacks(mlflow, workdir, config) if mlflow is not None else []),
+            ],
+            # verbose 1 is heartjax's progress line, 2 Ray's own tables and logs
+            verbose=0 if verbose < 2 else 2,
+        ),
+    ).fit()
+
+
+def _trial_dirname(trial) -> str:
+    """A trial's folder in the experiment folder: `trial_<id>` (Ray's default lists its values)."""
+    return f"trial_{trial.trial_id}"
 
 
 def _budget_spent(config: ml_collections.ConfigDict, wall_s: float) -> bool:
@@ -361,24 +403,55 @@ def retrain_best(config: ml_collections.ConfigDict, summary: dict[str, Any], wor
 def train_full(config: ml_collections.ConfigDict, values: dict[str, Any], out: Path, splits,
                verbose: int, what: str) -> dict[str, Any]:
     """`config` with `values` trained at full fidelity (`train.epochs` on the whole split, as
-    `heartjax.train` does) into `out`; its validation metrics and cost."""
-    from heartjax.metrics import flat_scalars
-    from heartjax.train import train_and_evaluate
+    `heartjax.train` does) into `out`, as a Ray task with a trial's resources (on a cluster:
+    on a node that could run a trial, not the driver's); its validation metrics and cost."""
+    import ray
 
     c = space.apply(config, values)
     if verbose:
         print(f"training {what} at full fidelity ({c.train.epochs} epochs on "
               f"{len(splits[0]):,} beats) into {out}", flush=True)
-    t0 = time.time()
-    best = train_and_evaluate(c, out, progress=verbose > 0, splits=splits, overwrite=True)
-    return {
-        "workdir": str(out),
-        "epoch": best["epoch"],
-        "train_s": time.time() - t0,
-        "compile_s": best.get("compile_s"),
-        "params": best["params"],
-        **flat_scalars(best["val"], "val_"),
-    }
+    task = ray.remote(_train_full_task).options(**cluster.task_options(c.tune))
+    result, archive = ray.get(task.remote(c.to_dict(), splits))
+    shutil.rmtree(out, ignore_errors=True)
+    _unpack(archive, out)
+    if verbose:
+        print(f"  {what}: best epoch {result['epoch']} of {c.train.epochs} in "
+              f"{result['train_s'] / 60:.1f} min on {result['backend']}", flush=True)
+    return {"workdir": str(out), **result}
+
+
+def _train_full_task(base: dict[str, Any], splits) -> tuple[dict[str, Any], bytes]:
+    """In a Ray worker: train into a local folder; its metrics and the folder as a tar."""
+    from heartjax.metrics import flat_scalars
+    from heartjax.train import train_and_evaluate
+
+    config = ml_collections.ConfigDict(base)
+    where = cluster.check_trial_device(config.tune)
+    out = Path(tempfile.mkdtemp(prefix="heartjax-full-"))
+    try:
+        t0 = time.time()
+        best = train_and_evaluate(config, out, progress=False, splits=splits, overwrite=True)
+        result = {"epoch": best["epoch"], "train_s": time.time() - t0,
+                  "compile_s": best.get("compile_s"), "params": best["params"],
+                  **flat_scalars(best["val"], "val_"), **where}
+        return result, _archive(out)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _archive(folder: Path) -> bytes:
+    """`folder` as an uncompressed tar, its paths relative to it."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(folder, arcname=".")
+    return buffer.getvalue()
+
+
+def _unpack(archive: bytes, out: Path) -> None:
+    """A folder written by `_archive`, unpacked into `out`."""
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(out, filter="data")
 
 
 def _progress(config: ml_collections.ConfigDict):
@@ -386,7 +459,8 @@ def _progress(config: ml_collections.ConfigDict):
     from heartjax.tune_progress import Progress
 
     t = config.tune
-    return Progress(t.metric, t.time_budget_s, rung_key="rung" if t.ladder else "epoch")
+    return Progress(t.metric, t.time_budget_s, rung_key="rung" if t.ladder else "epoch",
+                    population=t.population)
 
 
 def _match_cluster_auth() -> None:
@@ -457,7 +531,7 @@ def _error_line(error: BaseException) -> str:
 def write_tables(workdir: Path, results, config, searched, wall_s: float) -> dict[str, Any]:
     """`trials.csv` (one row per trial), `epochs.csv` (one per trial-epoch), `summary.json`."""
     t = config.tune
-    states = trial_states(workdir / RAY_DIR)
+    states = trial_states(cluster.experiment_dir(t.storage, workdir))
     cut = run_was_cut(states)
     rows, epochs, members = [], [], []
     values_of: dict[str, dict[str, Any]] = {}
@@ -489,18 +563,24 @@ def write_tables(workdir: Path, results, config, searched, wall_s: float) -> dic
             row.update({"epochs": int(df["epoch"].max()), "best_epoch": int(best["epoch"]),
                         "train_s": float(df["epoch_s"].sum())})
             row.update({c: float(best[c]) for c in cols if c.startswith("val_")})
-        member_rows = _members(workdir / "trials" / trial_id, trial_id, t.metric)
+        # the trial's run folder as of its last report, in the storage (none before a report)
+        folder = Path(result.checkpoint.path) if result.checkpoint else Path(result.path)
+        member_rows = _members(folder, trial_id, t.metric)
         if member_rows is not None and len(member_rows):
             members.append(member_rows)
-            # the trial's checkpoint and reported metrics are its best member's: so are its values
+            # the trial's checkpoint and reported metrics are its best member's: so are its
+            # values, and the winner's full training trains them
             lead = member_rows.loc[member_rows[t.metric].idxmax()]
+            lead_values = {k: _plain(lead[k]) for k in population.MEMBER_FIELDS if k in lead}
             row["member"] = int(lead["member"])
-            row.update({f"param:{k}": lead[k] for k in member_rows.columns if k in population.MEMBER_FIELDS})
+            row.update({f"param:{k}": v for k, v in lead_values.items()})
+            values_of[trial_id] = {**values, **lead_values}
         if result.error is not None:
             row["error"] = _error_line(result.error)
         if result.metrics and "params" in result.metrics:
             row["params_count"] = int(result.metrics["params"])
-        row["workdir"] = str(workdir / "trials" / trial_id)
+        row.update({k: result.metrics[k] for k in cluster.WHERE if k in (result.metrics or {})})
+        row["workdir"] = str(folder)
         rows.append(row)
     if not rows:
         raise UserError(f"{workdir}: the tuning run produced no trials")
@@ -535,6 +615,9 @@ def write_tables(workdir: Path, results, config, searched, wall_s: float) -> dic
         "search_alg": t.search_alg,
         "scheduler": t.scheduler,
         "search_space": [{"path": p.key, "kind": p.kind, "args": list(p.args), "when": p.when} for p in searched],
+        # what the trials computed on (trials.csv has each trial's node and GPU share)
+        "device": {k: sorted(set(trials[k].dropna().astype(str))) for k in ("backend", "device_kind")
+                   if k in trials},
         "best": {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in best.items()},
         "best_values": values_of.get(best.get("trial_id"), {}),
     }
@@ -547,7 +630,7 @@ def write_tables(workdir: Path, results, config, searched, wall_s: float) -> dic
              "trials": int((reached >= k).sum())}
             for k, (pool, budget) in enumerate(zip(t.ladder, fidelity.rung_budgets(t)))
         ]
-        summary["configurations"] = int(len(reached))
+        summary["configurations"] = int(len(reached)) * t.population  # every member counts
         if "compile_s" in trials:
             summary["compile_share"] = float(trials["compile_s"].sum() / max(trials["train_s"].sum(), 1e-9))
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -559,14 +642,23 @@ LADDER_COLUMNS = ("rung", "budget", "beats_seen", "pool", "train_loss", "beats_p
 
 
 def _members(trial_dir: Path, trial_id: str, metric: str) -> pd.DataFrame | None:
-    """A population trial's members, one row each at its best epoch (None without a population)."""
+    """A population trial's members, one row each (None without a population): at its best
+    epoch, or on a ladder at the trial's highest rung (scores of two rungs do not compare)."""
     path = trial_dir / "members.jsonl"
-    if not path.exists():
+    if not path.exists() or not path.stat().st_size:
         return None
     df = pd.read_json(path, lines=True)
+    if "rung" in df:
+        df = df[df["rung"] == df["rung"].max()]
+    df = df.dropna(subset=[metric])  # a diverged member has no score
     df = df.loc[df.groupby("member")[metric].idxmax()].reset_index(drop=True)
     df.insert(0, "trial_id", trial_id)
     return df
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar of a table as the Python value a config holds."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -612,6 +704,7 @@ def main(argv: list[str] | None = None) -> None:
             ("--workdir", dict(default=None, help="run folder (default runs/<dataset>-<model name>)")),
             ("--resume", dict(action="store_true", help="continue an interrupted run in WORKDIR")),
             ("--ray_address", dict(default=None, help="address of an existing Ray cluster (default: RAY_ADDRESS or a local Ray)")),
+            ("--storage", dict(default=None, help="folder every node of a Ray cluster sees, where trials' metrics, checkpoints and last states land (tune.storage; default: WORKDIR/ray)")),
             ("--mlflow", dict(nargs="?", const="", default=None, metavar="URI",
                               help="also log every trial to MLflow (default store: WORKDIR/mlflow.db)")),
             ("--verbose", dict(type=int, default=1, help="0 silent, 1 a progress line every 30 s and at each new best, 2 Ray's own tables and logs")),
@@ -619,6 +712,8 @@ def main(argv: list[str] | None = None) -> None:
         ],
     )
     workdir = args.workdir or f"runs/{config.data.dataset}-{config.model.name}"
+    if args.storage:
+        config.tune.storage = args.storage
     again = shlex.join(["python", "-m", "heartjax.tune", *(argv if argv is not None else sys.argv[1:]),
                         *([] if args.resume else ["--resume"])])
     try:

@@ -39,8 +39,9 @@ class Progress(Callback):
     stopped trials, the time left of the budget and the best result with its configuration."""
 
     def __init__(self, metric: str, budget_s: float = 0.0, every_s: float = 30.0,
-                 rung_key: str = "rung") -> None:
+                 rung_key: str = "rung", population: int = 1) -> None:
         self.metric = metric
+        self.population = population  # configurations a trial trains
         self.budget_s = budget_s
         self.every_s = every_s
         self.rung_key = rung_key  # "rung" on a ladder, "epoch" without
@@ -70,7 +71,7 @@ class Progress(Callback):
     def line(self, trials: list) -> str:
         """The progress line for the trials as the controller has them."""
         elapsed = time.time() - self.start
-        seen = len(self.reached)
+        seen = len(self.reached) * self.population
         rate = seen / elapsed * 60 if elapsed > 0 else 0.0
         left = f" | {_clock(self.budget_s - elapsed)} left" if self.budget_s else ""
         head = f"[{_clock(elapsed)}{left}] {seen} configs, {rate:.1f}/min"

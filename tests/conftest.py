@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+# Before JAX loads, here and in every CLI the tests start (they inherit os.environ): on a GPU,
+# take memory as needed instead of 75% of the card up front, and run float32 matmuls and
+# convolutions in full precision rather than TF32, so tolerances set on the CPU hold there.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
+
 import json
 import subprocess
 import sys

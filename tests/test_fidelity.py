@@ -3,12 +3,13 @@ start points and the progress line."""
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
 
-from heartjax import fidelity, metrics, space
+from heartjax import fidelity, metrics, population, space
 from heartjax.cli import load_config
 from heartjax.data import SIGNAL_LEN, BeatTable
 from heartjax.data.splits import train_val_split
@@ -55,28 +56,45 @@ def test_importance_weights_restore_the_split_objective():
     assert w[0] > 1 > w[3]  # N (subsampled) weighs more, F (all kept) less
 
 
-def test_a_ladder_over_folds_scores_every_record_out_of_fold(monkeypatch):
-    # six records of unequal length, so the folds' tables differ in length and get padded
+def _record_table(signal: float = 1.0) -> BeatTable:
+    """Six records of unequal length (folds' tables differ in length and get padded) of three
+    classes, learnable as far as `signal` says."""
     sizes = [40, 50, 60, 70, 80, 90]
     records = np.repeat([f"r{i}" for i in range(6)], sizes)
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, len(records)).astype(np.int32)
     x = rng.random((len(records), SIGNAL_LEN)).astype(np.float32)
-    x[:, :30] += y[:, None]  # learnable
-    table = BeatTable(x, y, "mitbih", "", pd.DataFrame({"record": records}))
-    folds = [train_val_split(table, 0.1, 0, "records", 3, f) for f in range(3)]
+    x[:, :30] += signal * y[:, None]
+    return BeatTable(x, y, "mitbih", "", pd.DataFrame({"record": records}))
+
+
+def _ladder_config(batch_folds: str = "auto"):
     c = load_config("configs/mitbih.py:smoke")
     c.tune.ladder, c.tune.rung_beats, c.tune.reduction_factor = (100, 0), 256, 2
-    scored = []  # what each rung's metrics were computed on
+    c.tune.batch_folds = batch_folds
+    return c
+
+
+def _scores(monkeypatch) -> list[tuple[np.ndarray, np.ndarray]]:
+    """What each rung's metrics are computed on, (labels, probabilities), as they come."""
+    scored = []
     evaluate = metrics.evaluate_predictions
     monkeypatch.setattr(metrics, "evaluate_predictions",
                         lambda y, p, names: scored.append((y, p)) or evaluate(y, p, names))
+    return scored
+
+
+def test_a_ladder_over_folds_scores_every_record_out_of_fold(monkeypatch):
+    table = _record_table()
+    folds = [train_val_split(table, 0.1, 0, "records", 3, f) for f in range(3)]
+    c = _ladder_config("off")
+    scored = _scores(monkeypatch)
     rows = []
     fidelity.train_ladder(c, folds, rows.append)
     assert [r["rung"] for r in rows] == [0, 1]
     y_all, p_all = scored[-1]
     assert len(y_all) == len(table) and p_all.shape == (len(table), 5)  # every beat, no padding
-    assert sorted(np.concatenate([v.records for _, v in folds])) == sorted(records)
+    assert sorted(np.concatenate([v.records for _, v in folds])) == sorted(table.records)
     # the shortest fold, padded to the longest, predicts as it does trained alone
     short = int(np.argmin([len(t) for t, _ in folds]))
     start = sum(len(v) for _, v in folds[:short])
@@ -85,6 +103,85 @@ def test_a_ladder_over_folds_scores_every_record_out_of_fold(monkeypatch):
     np.testing.assert_allclose(p_all[start:start + len(folds[short][1])], scored[-1][1], atol=1e-4)
     assert rows[1]["beats_seen"] == 3 * alone[1]["beats_seen"]  # a rung costs three trainings
     assert rows[1]["val_macro_recall"] > 0.5
+
+
+MEMBERS = [  # population members: a member-level field or two each
+    {"train.learning_rate": 1e-4, "train.class_weight_power": 0.0},
+    {"train.learning_rate": 3e-3, "train.weight_decay": 1e-3, "train.class_weight_power": 1.0},
+    {"train.learning_rate": 1e-3, "train.seed": 7},
+]
+
+
+@pytest.mark.parametrize("members", [None, MEMBERS], ids=["one", "population"])
+def test_folds_batched_in_one_program_train_as_the_loop_does(monkeypatch, members):
+    table = _record_table(signal=0.3)  # hard enough that the scores are not all 1
+    folds = [train_val_split(table, 0.1, 0, "records", 3, f) for f in range(3)]
+    scored = _scores(monkeypatch)
+    rows = {}
+    for mode in ("off", "on"):
+        rows[mode] = []
+        fidelity.train_ladder(_ladder_config(mode), folds, rows[mode].append, members=members)
+    looped, batched = scored[:len(scored) // 2], scored[len(scored) // 2:]
+    for (y_a, p_a), (y_b, p_b) in zip(looped, batched):  # the same beats, (nearly) the same scores
+        assert (y_a == y_b).all()
+        np.testing.assert_allclose(p_a, p_b, atol=2e-3)  # float rounding: vmap regroups sums
+    for a, b in zip(rows["off"], rows["on"]):
+        assert (a["rung"], a["pool"], a["beats_seen"]) == (b["rung"], b["pool"], b["beats_seen"])
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        for key in ("val_macro_recall", "val_accuracy"):
+            assert a[key] == pytest.approx(b[key], abs=1e-3)
+        assert a.get("member") == b.get("member")
+    assert min(r["val_accuracy"] for r in rows["on"]) < 1.0
+
+
+def test_a_ladder_population_reports_its_best_member_and_all_members():
+    table = _record_table(signal=0.3)
+    split = train_val_split(table, 0.1, 0, "records", 3, 0)
+    c = _ladder_config()
+    rows = []
+    fidelity.train_ladder(c, [split], rows.append, members=MEMBERS)
+    assert [r["rung"] for r in rows] == [0, 1]
+    for row in rows:
+        ranked = row["members"]
+        assert [m["member"] for m in ranked] == [0, 1, 2]
+        assert ranked[2]["train.seed"] == 7 and ranked[1]["train.learning_rate"] == 3e-3
+        lead = max(ranked, key=lambda m: m[c.tune.metric])
+        assert row["member"] == lead["member"] and row[c.tune.metric] == lead[c.tune.metric]
+        assert row["train_loss"] == lead["train_loss"]
+    assert len({m["train_loss"] for m in rows[0]["members"]}) == 3  # the members did differ
+    # a member trains as its config would alone (members 0 and 1 keep the base seed, so the
+    # data order too)
+    configs = population.member_configs(c, MEMBERS)
+    for i in (0, 1):
+        alone = []
+        fidelity.train_ladder(configs[i], [split], alone.append)
+        for row, one in zip(rows, alone):
+            member = row["members"][i]
+            assert member["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
+            assert member["val_macro_recall"] == pytest.approx(one["val_macro_recall"], abs=1e-3)
+
+
+def test_a_diverged_member_never_leads_and_only_all_diverged_fail():
+    y = np.array([0, 1, 1, 0])
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.3, 0.7]])
+    members = [{"train.learning_rate": 1.0}, {"train.learning_rate": 1e-3}]
+    row = fidelity._score_members(members, np.array([np.nan, 0.5]), y, np.stack([proba] * 2),
+                                  ["A", "B"], "val_macro_recall")
+    assert row["member"] == 1 and "val_macro_recall" not in row["members"][0]
+    with pytest.raises(FloatingPointError, match="diverged"):
+        fidelity._score_members(members, np.array([np.nan, np.inf]), y, np.stack([proba] * 2),
+                                ["A", "B"], "val_macro_recall")
+
+
+def test_batch_folds_is_on_where_it_was_measured_faster():
+    c = _ladder_config()
+    assert fidelity.batch_folds(c.tune, 4) == (jax.default_backend() != "cpu")
+    assert not fidelity.batch_folds(c.tune, 1)  # nothing to batch
+    c.tune.batch_folds = "on"
+    assert fidelity.batch_folds(c.tune, 4)
+    c.tune.batch_folds = "sometimes"
+    with pytest.raises(UserError, match="tune.batch_folds='sometimes'"):
+        fidelity.check_ladder(c.tune)
 
 
 def test_a_rung_draws_its_pool_by_the_record_sampling():

@@ -17,7 +17,7 @@ from heartjax.cli import load_config
 from heartjax.data import SIGNAL_LEN, BeatTable
 from heartjax.errors import UserError
 from heartjax.metrics import flat_scalars
-from heartjax.train import train_and_evaluate
+from heartjax.train import Training, train_and_evaluate
 
 TIMING = ("beats_per_s", "epoch_s")
 
@@ -113,6 +113,59 @@ def test_a_damaged_last_state_is_one_line(splits, tmp_path):
     (tmp_path / "run" / "last_state.msgpack").write_bytes(b"not a state")
     with pytest.raises(UserError, match="corrupt"):
         train_and_evaluate(_config(), tmp_path / "run", splits=splits, progress=False, resume=True)
+
+
+def _every(epochs: int, every: int):
+    c = _config(epochs)
+    c.train.eval_every = every
+    return c
+
+
+def test_eval_every_validates_every_nth_and_the_last_epoch(splits, tmp_path, monkeypatch):
+    reported = []
+    whole = train_and_evaluate(_every(3, 2), tmp_path / "whole", splits=splits, progress=False,
+                               report=lambda e, row, c: reported.append(e))
+    rows = _rows(tmp_path / "whole")
+    assert [r["epoch"] for r in rows] == [2, 3] == reported
+    assert [r["final"] for r in rows] == [0, 1]
+    assert whole["epoch"] in (2, 3)
+    steps_saved = {int(d.name) for d in (tmp_path / "whole" / "checkpoints").iterdir()
+                   if d.name.isdigit()}
+    assert steps_saved and steps_saved <= {2, 3}
+    # cut after epoch 1, which is not validated: its state is saved all the same
+    save_last = Training.save_last
+
+    def save_then_stop(self, state):
+        save_last(self, state)
+        if self.epoch == 1:
+            raise Interrupt
+
+    monkeypatch.setattr(Training, "save_last", save_then_stop)
+    with pytest.raises(Interrupt):
+        train_and_evaluate(_every(3, 2), tmp_path / "cut", splits=splits, progress=False)
+    monkeypatch.undo()
+    assert not (tmp_path / "cut" / "metrics.jsonl").exists()
+    resumed = train_and_evaluate(_every(3, 2), tmp_path / "cut", splits=splits, progress=False,
+                                 resume=True)
+    resumes = (tmp_path / "cut" / "resumes.jsonl").read_text().splitlines()
+    assert [json.loads(r)["after_epoch"] for r in resumes] == [1]
+    assert _rows(tmp_path / "cut") == rows
+    assert resumed["epoch"] == whole["epoch"]
+    assert flat_scalars(resumed["val"]) == flat_scalars(whole["val"])
+
+
+def test_patience_counts_epochs_when_validating_every_few(splits, tmp_path):
+    c = _every(10, 2)
+    c.train.patience = 3
+    c.train.learning_rate = 1e-12  # the weights stay put: no validation after the first is better
+    c.model.norm = "none"  # nor do batch statistics move the predictions
+    best = train_and_evaluate(c, tmp_path / "run", splits=splits, progress=False)
+    # epoch 4 is 2 epochs after the best (2) and goes on; epoch 6 is 4 >= 3 after it and stops
+    assert [r["epoch"] for r in _rows(tmp_path / "run")] == [2, 4, 6]
+    assert best["epoch"] == 2
+    c.train.eval_every = 0
+    with pytest.raises(UserError, match=r"^bad config: train.eval_every=0 must be >= 1"):
+        train_and_evaluate(c, tmp_path / "bad", splits=splits, progress=False)
 
 
 def test_an_epoch_draws_its_beats_by_the_sampling_probabilities():

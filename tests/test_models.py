@@ -213,6 +213,21 @@ def test_conv_impls_give_the_same_model(small):
     )
 
 
+def test_auto_conv_impl_picks_patch_on_the_cpu(small):
+    """The default "auto" is the patch-matmul on XLA:CPU (native conv on other backends): the
+    same program, so the same outputs to the bit."""
+    chosen = "patch" if jax.default_backend() == "cpu" else "xla"
+    assert small.model.conv_impl == "auto" and layers.conv_impl_for("auto") == chosen
+    assert layers.conv_impl_for("xla") == "xla"  # an explicit choice (an old checkpoint's) stays
+    explicit = small.model.clone(conv_impl=chosen)
+    np.testing.assert_array_equal(small.eval(small.variables, small.x, small.rr),
+                                  jax.jit(explicit.apply)(small.variables, small.x, small.rr))
+    program = str(jax.make_jaxpr(small.model.apply)(small.variables, small.x, small.rr))
+    assert ("conv_general_dilated" in program) == (chosen == "xla")
+    with pytest.raises(UserError, match="model.conv_impl.*auto, patch, xla"):
+        build_model({"name": small.model.__module__.rsplit(".", 1)[1], "conv_impl": "fft"}, 2)
+
+
 def test_adam_lowers_loss_on_synthetic_beats(small):
     """30 Adam steps on one batch of two beat shapes at least halve the (eval-mode) loss."""
     params, stats = small.variables["params"], small.variables.get("batch_stats", {})

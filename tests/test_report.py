@@ -83,7 +83,8 @@ def test_test_metrics_match_heartjax_evaluate(tune_run, report, ptb_tables):
     out, _ = report
     table = pd.read_csv(out / "summary.csv", dtype={"trial_id": str})
     best = table.iloc[0]
-    m = evaluate(load_checkpoint(tune_run / "trials" / best["trial_id"]),
+    trials = pd.read_csv(tune_run / "trials.csv", dtype={"trial_id": str}).set_index("trial_id")
+    m = evaluate(load_checkpoint(trials.loc[best["trial_id"], "workdir"]),
                  ptb_tables / "heart_test.parq")
     assert best["test_macro_recall"] == pytest.approx(m["macro_recall"])
     assert best["test_recall_abnormal"] == pytest.approx(m["per_class"]["abnormal"]["recall"])

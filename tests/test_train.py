@@ -197,6 +197,8 @@ def test_augmentations_change_beats_as_described():
         (["--config", "configs/ptb.py", "--config.train.augment.motion=-0.1"], "augment.motion"),
         (["--config", "configs/ptb.py", "--config.data.val_by=patients"], "data.val_by"),
         (["--config", "configs/ptb.py", "--config.data.folds=3"], "data.folds=3"),
+        (["--config", "configs/ptb.py", "--config.train.eval_every=0"],
+         "train.eval_every=0 must be >= 1"),
         (["--config", "configs/ptb.py", "--config.train.class_weight_scale=(1,-1)"],
          "must hold factors > 0"),
         (["--config", "configs/ptb.py", "--config.train.class_weight_scale=(1,2,3)"],

@@ -80,6 +80,8 @@ def test_conditional_fields_are_sampled_only_for_their_model():
         ("--config.tune.time_budget_s=-1", "time_budget_s"),
         ("--config.tune.start_points=({'model.name': 'cnn2d'},)", "does not search"),
         ("--config.tune.folds=3", "tune.folds=3"),  # folds need a ladder and whole records
+        ("--config.tune.batch_folds=sometimes", "batch_folds"),
+        ("--config.tune.gpus_per_trial=1.5", "gpus_per_trial"),
     ],
 )
 def test_bad_tune_config_fails_before_ray(override, needle, ptb_tables, tmp_path):
@@ -183,7 +185,9 @@ def test_smoke_tune_runs_trials_and_asha_stops_some(smoke_run):
 def test_best_checkpoint_of_run_loads_and_evaluates(smoke_run, ptb_tables):
     trials = pd.read_csv(smoke_run / "trials.csv")
     model = heartjax.load_checkpoint(smoke_run)
-    assert model.path.parts[-3] == trials.iloc[0]["trial_id"]  # trials/<id>/checkpoints/<step>
+    # ray/trial_<id>/checkpoint_<n>/checkpoints/<step>: the trial's run folder as Ray keeps it
+    assert model.path.is_relative_to(trials.iloc[0]["workdir"])
+    assert model.path.parts[-4] == f"trial_{trials.iloc[0]['trial_id']}"
     assert model.meta["score"] == pytest.approx(trials["val_macro_recall"].max())
     result = run_module("heartjax.evaluate", "--checkpoint", smoke_run,
                         "--data", ptb_tables / "heart_test.parq", "--json")
@@ -204,9 +208,9 @@ def test_interrupted_run_resumes_without_losing_or_repeating_trials(ptb_tables, 
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # interrupt (Ctrl-C) once a few trials have reported
     deadline = time.time() + 300
-    while time.time() < deadline and len(list(workdir.glob("trials/*/metrics.jsonl"))) < 3:
+    while time.time() < deadline and len(list(workdir.glob("ray/trial_*/checkpoint_*/metrics.jsonl"))) < 3:
         time.sleep(1)
-    assert len(list(workdir.glob("trials/*/metrics.jsonl"))) >= 3, "no trial reported in 300 s"
+    assert len(list(workdir.glob("ray/trial_*/checkpoint_*/metrics.jsonl"))) >= 3, "no trial reported in 300 s"
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
     assert proc.returncode == 130  # interrupted, not finished
@@ -230,7 +234,7 @@ def test_ctrl_c_on_a_ladder_says_how_to_resume_and_resume_finishes(ptb_tables, t
                     config="configs/ptb.py")
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    while time.time() < deadline and not list(workdir.glob("trials/*/rungs.jsonl")):
+    while time.time() < deadline and not list(workdir.glob("ray/trial_*/checkpoint_*/rungs.jsonl")):
         time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=180)
@@ -380,3 +384,25 @@ def test_population_tune_reports_trials_and_configurations_truthfully(ptb_tables
         assert trial["member"] == lead["member"]
         assert trial["param:train.learning_rate"] == pytest.approx(lead["train.learning_rate"])
         assert trial["val_macro_recall"] == pytest.approx(lead["val_macro_recall"])
+
+
+def test_a_population_climbs_the_ladder_and_its_best_member_is_retrained(ptb_tables, tmp_path):
+    workdir = tmp_path / "run"
+    result = subprocess.run(
+        _tune_cmd(ptb_tables, workdir, *LADDER, "--config.tune.population=3",
+                  "--config.tune.num_samples=3", config="configs/ptb.py:tune_cnn2d"),
+        cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert (summary["trials"], summary["configurations"]) == (3, 9)  # every member counts
+    members = pd.read_csv(workdir / "members.csv", dtype={"trial_id": str})
+    trials = pd.read_csv(workdir / "trials.csv", dtype={"trial_id": str})
+    assert len(members) == 9 and (members.groupby("trial_id")["rung"].nunique() == 1).all()
+    winner = trials.iloc[0]
+    mine = members[members["trial_id"] == winner["trial_id"]]
+    lead = mine.loc[mine["val_macro_recall"].idxmax()]
+    assert winner["member"] == lead["member"]
+    # the winner's full training trains its best member's values, not the searcher's
+    best = heartjax.load_checkpoint(workdir)
+    assert best.config.train.learning_rate == pytest.approx(lead["train.learning_rate"])
+    assert summary["best_values"]["train.learning_rate"] == pytest.approx(lead["train.learning_rate"])

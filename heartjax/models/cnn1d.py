@@ -25,7 +25,7 @@ class Model(layers.Classifier):
     dropout: float = 0.2
     head_hidden: Sequence[int] = (64,)
     global_pool: str = "max"  # max | mean | flatten (flatten keeps where in the beat)
-    conv_impl: str = "patch"
+    conv_impl: str = "auto"  # patch on the CPU, xla elsewhere (layers.conv_impl_for)
 
     def __post_init__(self) -> None:
         super().__post_init__()

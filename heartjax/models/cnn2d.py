@@ -29,7 +29,7 @@ class Model(layers.Classifier):
     norm: str = "none"
     dropout: float = 0.5
     head_hidden: Sequence[int] = (512,)
-    conv_impl: str = "patch"
+    conv_impl: str = "auto"  # patch on the CPU, xla elsewhere (layers.conv_impl_for)
 
     def __post_init__(self) -> None:
         super().__post_init__()

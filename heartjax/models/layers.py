@@ -1,10 +1,11 @@
 """Building blocks shared by the models: convolution, pooling, normalisation, positions, head.
 
-Convolutions default to "patch-matmul": the k shifted slices of the padded input are concatenated
-on the channel axis, `(B, L, k*C_in)`, and multiplied once by the kernel. It computes exactly what
-`nn.Conv` computes, with the same parameters, but XLA:CPU differentiates a matmul much faster than a
-convolution (measured, fwd+bwd+Adam: cnn2d ~10x, resnet1d ~20x faster). `impl="xla"` keeps the
-native conv.
+On the CPU, convolutions are "patch-matmul": the k shifted slices of the padded input are
+concatenated on the channel axis, `(B, L, k*C_in)`, and multiplied once by the kernel. It computes
+exactly what `nn.Conv` computes, with the same parameters, but XLA:CPU differentiates a matmul much
+faster than a convolution (measured, fwd+bwd+Adam: cnn2d ~10x, resnet1d ~20x faster).
+`impl="xla"` keeps the native conv (GPUs have tuned kernels for it); `impl="auto"`, the models'
+default, picks patch on the CPU backend and xla elsewhere.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from heartjax.data.tables import SIGNAL_LEN
 from heartjax.errors import UserError
 
 NORMS = ("batch", "layer", "none")
-CONV_IMPLS = ("patch", "xla")
+CONV_IMPLS = ("auto", "patch", "xla")
 
 NUM_RR_FEATURES = 9  # logs of the 4 intervals, of prev and next over local, of prev, next, local over record
 NUM_RR = 4  # R-R columns at the start of a model's `context` input; the template features follow
@@ -89,7 +90,8 @@ def check_common(m: nn.Module, positive: Sequence[str] = ()) -> None:
     require(m.use_rr or not m.use_median_diff, "use_median_diff", m.use_median_diff,
             "needs model.use_rr=True (the record's median beat travels with the R-R features)")
     if hasattr(m, "conv_impl"):
-        require(m.conv_impl in CONV_IMPLS, "conv_impl", m.conv_impl, "choose patch or xla")
+        require(m.conv_impl in CONV_IMPLS, "conv_impl", m.conv_impl,
+                f"choose one of {', '.join(CONV_IMPLS)}")
     for field in positive:
         value = getattr(m, field)
         require(value >= 1, field, value, "must be >= 1")
@@ -129,6 +131,13 @@ def extract_patches(
     return slices[0] if len(slices) == 1 else jnp.concatenate(slices, axis=-1)
 
 
+def conv_impl_for(impl: str) -> str:
+    """`impl` with "auto" resolved for the default backend: "patch" on the CPU, else "xla"."""
+    if impl != "auto":
+        return impl
+    return "patch" if jax.default_backend() == "cpu" else "xla"
+
+
 class Conv(nn.Module):
     """`nn.Conv` for 'SAME'/'VALID' padding and strides, same params; patch-matmul or XLA conv."""
 
@@ -137,7 +146,7 @@ class Conv(nn.Module):
     strides: Sequence[int] | None = None
     padding: str = "SAME"
     use_bias: bool = True
-    impl: str = "patch"
+    impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -146,9 +155,10 @@ class Conv(nn.Module):
         kernel = self.param(
             "kernel", nn.initializers.lecun_normal(), (*k, x.shape[-1], self.features)
         )
-        if self.impl == "patch":
+        impl = conv_impl_for(self.impl)
+        if impl == "patch":
             y = extract_patches(x, k, s, self.padding) @ kernel.reshape(-1, self.features)
-        elif self.impl == "xla":
+        elif impl == "xla":
             spec = "N" + "HWD"[: len(k)] + "C"
             dims = (spec, spec[1:-1] + "IO", spec)
             y = lax.conv_general_dilated(x, kernel, s, self.padding, dimension_numbers=dims)

@@ -61,7 +61,7 @@ class Model(layers.Classifier):
     norm: str = "layer"
     dropout: float = 0.1
     head_hidden: Sequence[int] = ()
-    conv_impl: str = "patch"
+    conv_impl: str = "auto"  # patch on the CPU, xla elsewhere (layers.conv_impl_for)
 
     def __post_init__(self) -> None:
         super().__post_init__()

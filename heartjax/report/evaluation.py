@@ -86,7 +86,7 @@ def evaluate_trials(run: Run, test, *, keep: str | None = None) -> dict[str, Tri
         t0 = time.perf_counter()
         workdir = Path(getattr(row, "workdir", "") or "")
         if not workdir.is_dir():  # the run folder was moved: its trials moved with it
-            workdir = run.path / "trials" / tid
+            workdir = next((run.path / "ray").glob(f"trial_{tid}/checkpoint_*"), workdir)
         if not run.rungs.empty and not has_checkpoints(workdir):
             out[tid] = TrialEval()  # ladder trials keep no checkpoint; the winner's is retrained
             continue
