@@ -2,7 +2,7 @@
 
 Variants compose, applied left to right: `configs/mitbih.py:interpatient,smoke`.
 - a model: `:resnet1d` (the default), `:cnn2d`, `:transformer`, `:cnn1d`;
-- `:best`: the resnet1d with R-R and template features (`make mitbih-best`);
+- `:best`: the resnet1d with R-R and template features as context (`make mitbih-best`);
 - `:interpatient`: `:best` for new patients, trained and chosen on DS1 only
   (`make interpatient-best`); `:tune_interpatient` searches its knobs (`make tune-interpatient`);
 - `:tune_cnn2d`, `:tune_transformer`: tune the course's original model from its own settings;
@@ -33,8 +33,8 @@ def get_config(arg=None):
     # beats three quarters of its rung so far, at most one in four per rung
     # (heartjax.promotion); the winner is then trained at full fidelity.
     c.tune.search_space = default_space()
-    c.tune.start_points = ({"model.name": "resnet1d", "model.use_rr": True,
-                            "model.use_template": True},)  # the hand-set :best
+    c.tune.start_points = ({"model.name": "resnet1d",
+                            "model.context": ("rr", "template")},)  # the hand-set :best
     c.tune.search_alg = "optuna"
     c.tune.ladder = (6_000, 24_000, 0)
     c.tune.rung_beats = 12_288
@@ -48,79 +48,50 @@ def get_config(arg=None):
 
 
 def best(c):
-    """The beat window barely shows prematurity: the R-R intervals (the previous, next, local
-    and record-mean intervals, their logs and ratios) and the template features (the beat's
-    QRS against its record's median QRS) join the pooled features in the head."""
-    c.model.use_rr = True
-    c.model.use_template = True
+    """The beat window barely shows prematurity: the head also sees the R-R intervals (the
+    previous, next, local and record-mean intervals, their logs and ratios) and the template
+    features (the beat's QRS against its record's median QRS) beside the pooled features."""
+    c.model.context = ("rr", "template")
 
 
 def interpatient(c):
-    """DS1 -> DS2 (`make data-interpatient`): no patient is in both. Beat shapes are
-    patient-specific and the rhythm is not, so 90% of the training beats show the head only
-    their R-R and template features (morph_dropout), and at evaluation morph_mix weighs the
-    shape-free half 0.75. Q (8 beats in DS1) is capped at 50x the weight of N.
-
-    Every knob is chosen on DS1 alone: whole DS1 records (4 of the 22: 109, 115, 118, 207) are
-    held out and choose the epoch and, in `:tune_interpatient`, the knobs below, by the mean
-    recall of N, S and V (the classes EC57 scores; the held-out records hold 2 F beats and no
-    Q). Cross-validation over all 22 DS1 records (`experiments/crossval.py`) chose to show
-    the head the R-R ratios only, to draw each class's records alike and to weigh V's shape
-    more at evaluation. Training sees both leads of the other 18 records. DS2 is the test
-    table, looked at once."""
+    """DS1 -> DS2 (`make data-interpatient`): no patient is in both. Every knob is chosen on DS1
+    alone (by `make tune-interpatient` and by cross-validation over the 22 DS1 records, `make
+    crossval`); DS2 is the test table, looked at once. What each knob measured, and what was
+    tried and not taken: docs/new-patients.md."""
     best(c)
     c.data.dir = "data/interpatient"
-    c.data.val_by = "records"
-    # the DS1 beats cut from each record's second lead (V1, V2, V4 or V5) join training:
-    # `experiments/both_leads.py`, docs/new-patients.md
-    c.data.extra_train = "data/interpatient_lead2/heart_big_train.parq"
-    c.train.select_metric = "nsv_recall"
-    # the winner of `make tune-interpatient` (166 configurations, docs/new-patients.md)
+    # the DS1 beats cut from each record's second lead (V1, V2, V4 or V5) join training
+    c.data.extra_train = c.data.get_ref("dir") + "_lead2/heart_big_train.parq"
+    c.data.val_by = "records"  # whole DS1 records validate: new patients, as in DS2
+    c.train.select_metric = "nsv_recall"  # the classes EC57 scores (validation holds 2 F beats)
+    # beat shapes are patient-specific, the rhythm is not: 90% of the training beats show the
+    # head only their context
     c.model.morph_dropout = 0.9
-    c.model.morph_mix = 0.75
+    # at evaluation the shape-free classifier weighs 0.75, and 0.4 for V (told by its shape)
+    c.model.morph_mix = (0.75, 0.75, 0.4, 0.75, 0.75)
+    c.model.rr_seconds = False  # the R-R ratios only, not the patient's heart rate
+    c.train.record_balance = 1.0  # a class's records drawn alike: no one patient teaches a shape
+    # the rest as `make tune-interpatient` chose it
     c.model.channels = 16
     c.model.kernel_size = 3
     c.model.norm = "batch"
     c.model.head_hidden = (128, 64)
     c.train.class_weight_power = 0.825
-    c.train.class_weight_cap = 50.0
+    c.train.class_weight_cap = 50.0  # Q (8 beats in DS1) weighs at most 50x N
     c.train.learning_rate = 8.45e-4
     c.train.weight_decay = 7.3e-5
     c.train.augment.update(scale=0.2, noise=0.01, wander=0.05, stretch=0.05)
     c.train.epochs = 8
-    # the head sees the R-R intervals' ratios, not the intervals in seconds (the patient's
-    # heart rate): cross-validation over all 22 DS1 records, N/S/V recall 0.796 -> 0.856
-    # (mean of 2 seeds; `make crossval`, docs/new-patients.md)
-    c.model.rr_seconds = False
-    # model.use_rhythm stays False: cross-validation on DS1 favoured the rhythm features (N/S/V
-    # recall 0.860 -> 0.873), but they measure a beat against its record's median rhythm, and
-    # where the ectopic rhythm is the usual one (DS2's record 232) they call it normal
-    # (docs/new-patients.md). Nor model.use_irregularity with data.irregular_copies (the
-    # rhythm's irregularity alone, and made-up atrial fibrillation in training): DS1 took them
-    # (0.883 -> 0.891, 0.878 -> 0.885), DS2 refused them (S recall 0.777 -> 0.620, record 232
-    # again).
-    # every DS1 record weighs alike within its class (heartjax.losses.record_sampling), so no
-    # one patient's beats teach a class its shape: cross-validation on DS1, N/S/V recall
-    # 0.860 -> 0.875 and 0.860 -> 0.865 (seeds 0 and 1; halfway, 0.861)
-    c.train.record_balance = 1.0
-    # V is told by its shape more than S is: at evaluation V's probability weighs the shape-free
-    # half 0.4 instead of 0.75 (`model.morph_mix_by_class`; the same trained weights).
-    # Cross-validation on DS1: N/S/V recall 0.875 -> 0.883 and 0.865 -> 0.875 (seeds 0, 1).
-    # While it is set, model.morph_mix is not read: --config.model.morph_mix_by_class='()'
-    # goes back to the one mix.
-    c.model.morph_mix_by_class = (0.75, 0.75, 0.4, 0.75, 0.75)
 
 
 def tune_interpatient(c):
-    """The new-patient search: `:interpatient` as it is is the first trial; the fidelity ladder
-    as in `make tune`, every rung scored by cross-validation over the 22 DS1 records (four
-    folds, as `make crossval` deals them: four trainings a rung); 40 min, then the winner's
-    full training. The search that chose `:interpatient`'s knobs scored on the four held-out
-    records instead (`--config.tune.folds=0`) and started from morphology dropout 0.8, mix 0.5,
-    32 channels of kernel 5 without normalisation, head (32, 32), full class balance, learning
-    rate 1e-3 and no augmentation, on MLII alone (docs/new-patients.md)."""
+    """The new-patient search: `:interpatient` with one mix for every class (the space varies
+    it) is the first trial; the fidelity ladder as in `make tune`, every rung scored by
+    cross-validation over the 22 DS1 records (four folds, as `experiments/crossval.py` deals them: four
+    trainings a rung); 40 min, then the winner's full training."""
     interpatient(c)
-    c.model.morph_mix_by_class = ()  # the search varies the one mix, model.morph_mix
+    c.model.morph_mix = (0.75,)
     c.tune.metric = "val_nsv_recall"
     c.tune.search_space = interpatient_space()
     c.tune.start_points = ({},)
@@ -130,7 +101,7 @@ def tune_interpatient(c):
 
 def tuned(c):
     """The course's original model (its defaults) is the search's first trial; the search
-    varies that model's own knobs, the R-R and template inputs and the training knobs."""
+    varies that model's own knobs, its context (R-R and template) and the training knobs."""
     c.tune.search_space = default_space([c.model.name])
     c.tune.start_points = ({},)
     c.tune.train_original = True  # the report's original-vs-tuned table

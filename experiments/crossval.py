@@ -29,6 +29,7 @@ import numpy as np
 from heartjax import metrics, space
 from heartjax.checkpoint import Predictor, load_checkpoint
 from heartjax.cli import parse_config_flags
+from heartjax.config import migrate
 from heartjax.data import CLASS_NAMES
 from heartjax.errors import UserError, cli_entry
 from heartjax.evaluate import evaluate_table
@@ -53,25 +54,6 @@ VARIANTS = {
     "rr_seconds_full_balance": {"model.rr_seconds": True, "train.class_weight_power": 1.0},
     "morph_0.8": {"model.morph_dropout": 0.8},  # more beats train the head with their shape
     "s_weight_2": S_TWICE,
-    # the head also sees the rhythm around the beat (heartjax.data.rhythm), alone and with two
-    # of the variants above
-    "rhythm": {"model.use_rhythm": True},
-    "rhythm_s_weight_2": {"model.use_rhythm": True, **S_TWICE},
-    "rhythm_morph_0.8": {"model.use_rhythm": True, "model.morph_dropout": 0.8},
-    # the rhythm's irregularity alone (no interval against a median rhythm)
-    "irregularity": {"model.use_irregularity": True},
-    # ... and a fifth of each record's N beats again in made-up atrial fibrillation
-    "irregular_copies": {"model.use_irregularity": True, "data.irregular_copies": 0.2},
-    "irregular_copies_0.1": {"model.use_irregularity": True, "data.irregular_copies": 0.1},
-    "irregular_copies_0.4": {"model.use_irregularity": True, "data.irregular_copies": 0.4},
-    "rhythm_irregular_copies": {"model.use_rhythm": True, "data.irregular_copies": 0.2},
-    # the head also sees the QRS's size and slope against its record's median QRS
-    "size": {"model.use_size": True},
-    # the convolutions also see the beat minus its record's median beat
-    "median_diff": {"model.use_median_diff": True},
-    # ... and, that shape being the patient's own, the head sees it more often
-    "median_diff_morph_0.7": {"model.use_median_diff": True, "model.morph_dropout": 0.7},
-    "median_diff_morph_0.5": {"model.use_median_diff": True, "model.morph_dropout": 0.5},
     # a class's records drawn alike (heartjax.losses.record_sampling), fully and halfway
     "record_balance": {"train.record_balance": 1.0},
     "record_balance_0.5": {"train.record_balance": 0.5},
@@ -90,7 +72,7 @@ VARIANTS = {
     # the cross-validated search's best on a two-rung ladder (reports/tune_interpatient_2rungs):
     # 48 channels without normalisation, dropout 0.1, morphology dropout 0.7 and mix 0.5
     "search_48": {
-        "model.morph_dropout": 0.7, "model.morph_mix": 0.5, "model.morph_mix_by_class": (),
+        "model.morph_dropout": 0.7, "model.morph_mix": (0.5,),
         "model.channels": 48, "model.dropout": 0.1, "model.norm": "none",
         "train.augment.noise": 0.0, "train.augment.scale": 0.0, "train.augment.shift": 3,
         "train.augment.wander": 0.0, "train.class_weight_power": 0.684,
@@ -124,14 +106,10 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def same_training(saved: dict, config) -> bool:
     """Whether a run folder's config is `config`; a field added to heartjax after the run was
-    trained (absent from `saved`) counts as the same while it holds its default."""
-    from heartjax.config import base_config
-
-    current = _flat(json.loads(config.to_json_best_effort()))
-    default = _flat(json.loads(base_config(config.data.dataset, config.model.name).to_json_best_effort()))
-    saved = _flat({k: v for k, v in saved.items() if k != "runtime"})  # what it ran on
-    return all(saved[k] == v if k in saved else k in default and default[k] == v
-               for k, v in current.items()) and set(saved) <= set(current)
+    trained counts as the same while it holds its default (`heartjax.config.migrate`)."""
+    saved = {k: v for k, v in saved.items() if k != "runtime"}  # what it ran on
+    return _flat(json.loads(json.dumps(migrate(saved)))) == _flat(
+        json.loads(config.to_json_best_effort()))
 
 
 def adapted_proba(model: Predictor, table, share: float) -> np.ndarray:
@@ -155,7 +133,8 @@ def adapted_proba(model: Predictor, table, share: float) -> np.ndarray:
         x, rr = table.x[rows], table.rr[rows]
         # one training-mode pass normalises each layer by the record's own statistics and
         # moves the running ones (1 - momentum) of the way there: that step, undone, is them
-        _, moved = module.apply(model.variables, x, context_features(x, rr), train=True,
+        ctx = context_features(x, rr, None, model.config.model.context)
+        _, moved = module.apply(model.variables, x, ctx, train=True,
                                 mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(0)})
         own = jax.tree.map(lambda new, old: (new - BN_MOMENTUM * old) / (1 - BN_MOMENTUM),
                            moved["batch_stats"], trained)
@@ -188,8 +167,8 @@ def main() -> None:
         ("--variants", dict(default="shipped", help="training variants, comma-separated, of "
                                                     + ", ".join(VARIANTS))),
         ("--mix", dict(default="", help="evaluation-time model.morph_mix values to score too, "
-                                        "e.g. 0.5,0.9, or one weight per class joined by ':' "
-                                        "(model.morph_mix_by_class), e.g. 0.75:0.75:0.4:0.75:0.75 "
+                                        "e.g. 0.5,0.9, or one weight per class joined by ':', "
+                                        "e.g. 0.75:0.75:0.4:0.75:0.75 "
                                         "(default: the config's only)")),
         ("--adapt-norm", dict(default="", help="test-time batch-norm adaptation shares to score "
                                                "too, e.g. 0.5,1 (each record's own statistics; "
@@ -212,16 +191,16 @@ def main() -> None:
     own = config_mix(base)
     mixes = [own, *(parse_mix(m, len(CLASS_NAMES[base.data.dataset])) for m in args.mix.split(",")
                     if m.strip())]
-    mixes = sorted(set(mixes), key=lambda m: (isinstance(m, tuple), m))
+    mixes = sorted(set(mixes), key=lambda m: (len(m) > 1, m))
     try:
         shares = [float(a) for a in args.adapt_norm.split(",") if a.strip()]
     except ValueError:
         raise UserError(f"--adapt-norm {args.adapt_norm!r}: give numbers in (0, 1], e.g. 0.5,1") from None
     if any(not 0.0 < a <= 1.0 for a in shares):
         raise UserError(f"--adapt-norm {args.adapt_norm!r}: every value must lie in (0, 1]")
-    if shares and base.model.get("norm") != "batch":
+    if shares and base.model.norm != "batch":
         raise UserError(f"--adapt-norm needs a model with batch normalisation; {args.config} "
-                        f"has model.norm={base.model.get('norm')!r}")
+                        f"has model.norm={base.model.norm!r}")
     # what is scored on each fold's model: (morph_mix, adapt_norm share)
     settings = [(m, 0.0) for m in mixes] + [(own, a) for a in sorted(set(shares))]
 
@@ -238,7 +217,7 @@ def main() -> None:
             folds_of[fold] = sorted(set(val.meta["record"].astype(str)))
             for key in settings:
                 mix, share = key
-                mixed = model.with_model(**mix_fields(mix))
+                mixed = model.with_model(morph_mix=mix)
                 if share:
                     proba = adapted_proba(mixed, val, share)
                     m = metrics.evaluate_predictions(val.y, proba, model.class_names)
@@ -267,13 +246,13 @@ def main() -> None:
     print(text)
 
 
-def config_mix(config) -> float | tuple[float, ...]:
-    """The config's evaluation-time mix: its one weight per class, or its one weight."""
-    return tuple(config.model.get("morph_mix_by_class", ())) or float(config.model.morph_mix)
+def config_mix(config) -> tuple[float, ...]:
+    """The config's evaluation-time mix (`model.morph_mix`)."""
+    return tuple(config.model.morph_mix)
 
 
-def parse_mix(text: str, num_classes: int) -> float | tuple[float, ...]:
-    """'0.5' -> 0.5; '0.75:0.75:0.4:0.75:0.75' -> one weight per class."""
+def parse_mix(text: str, num_classes: int) -> tuple[float, ...]:
+    """'0.5' -> (0.5,); '0.75:0.75:0.4:0.75:0.75' -> one weight per class."""
     try:
         values = tuple(float(v) for v in text.split(":"))
     except ValueError:
@@ -283,17 +262,11 @@ def parse_mix(text: str, num_classes: int) -> float | tuple[float, ...]:
         raise UserError(f"--mix {text!r}: every weight must lie in [0, 1)")
     if len(values) not in (1, num_classes):
         raise UserError(f"--mix {text!r}: one weight, or one per class ({num_classes})")
-    return values[0] if len(values) == 1 else values
+    return values
 
 
-def mix_fields(mix: float | tuple[float, ...]) -> dict:
-    """The model fields that evaluate with `mix` (`Predictor.with_model(morph_mix=m)` clears
-    the per-class mix)."""
-    return {"morph_mix_by_class": mix} if isinstance(mix, tuple) else {"morph_mix": mix}
-
-
-def mix_label(mix) -> str:
-    return ":".join(f"{v:g}" for v in mix) if isinstance(mix, (tuple, list)) else f"{mix:g}"
+def mix_label(mix: tuple[float, ...]) -> str:
+    return ":".join(f"{v:g}" for v in mix) or "0"
 
 
 def markdown(rows: list[dict], folds_of: dict[int, list[str]]) -> str:
@@ -313,7 +286,7 @@ def markdown(rows: list[dict], folds_of: dict[int, list[str]]) -> str:
             "column is each fold's N/S/V recall.\n\n" + head + "\n".join(lines) + "\n")
 
 
-def record_markdown(by_record: dict[str, dict], mix: float | tuple[float, ...], least: int = 20) -> str:
+def record_markdown(by_record: dict[str, dict], mix: tuple[float, ...], least: int = 20) -> str:
     """S and V recall in each record holding at least `least` of that class, per variant."""
     names = list(by_record)
     records = sorted(next(iter(by_record.values())), key=str) if names else []

@@ -6,18 +6,18 @@ like its record's median QRS) and the beat augmentations (amplitude scaling, noi
 wander, time shift and warp). Run it on both splits: the default (kaggle tables, base
 `configs/mitbih.py:best`) and
 `--config configs/mitbih.py:interpatient` (DS1 -> DS2, its own class balancing). Other leads,
-sampling rates and equipment: `experiments/proxies.py` (`make proxies`)."""
+sampling rates and equipment: `experiments/proxies.py`."""
 
 from heartjax.experiment import run_script
 
 AUGMENT = {"train.augment.scale": 0.1, "train.augment.noise": 0.01, "train.augment.wander": 0.05,
            "train.augment.shift": 3, "train.augment.stretch": 0.05}
-RR = {"model.use_rr": True, "model.use_template": False}
-DROP = {"model.morph_dropout": 0.8, "model.morph_mix": 0.5}
-NO_DROP = {"model.morph_dropout": 0.0, "model.morph_mix": 0.0}
-TEMPLATE = {"model.use_rr": True, "model.use_template": True}
+RR = {"model.context": ("rr",)}
+DROP = {"model.morph_dropout": 0.8, "model.morph_mix": (0.5,)}
+NO_DROP = {"model.morph_dropout": 0.0, "model.morph_mix": ()}
+TEMPLATE = {"model.context": ("rr", "template")}
 VARIANTS = {
-    "beat_only": {"model.use_rr": False, "model.use_template": False, **NO_DROP},
+    "beat_only": {"model.context": (), **NO_DROP},
     "beat_rr": {**RR, **NO_DROP},
     "rr_morph_dropout": {**RR, **DROP},
     "rr_morph_dropout_template": {**TEMPLATE, **DROP},

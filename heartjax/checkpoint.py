@@ -24,7 +24,8 @@ from flax import serialization
 
 from heartjax import predict
 from heartjax.cluster import experiment_dir, saved_storage
-from heartjax.data import CONTEXT_WIDTH, RR_COLUMNS, context_features
+from heartjax.config import migrate
+from heartjax.data import RR_COLUMNS, SIGNAL_LEN, context_features, context_width, needs_rr
 from heartjax.errors import UserError
 
 CHECKPOINTS = "checkpoints"
@@ -133,6 +134,8 @@ def clear_run(workdir: str | Path) -> None:
 # ----------------------------------------------------------------------------- loading
 
 
+# Model inputs measured on DS1 and not taken (docs/new-patients.md); their code is at commit
+# 1daa95e, which loads a model trained with one of them.
 def _read_meta(step_dir: Path) -> dict[str, Any]:
     """The JSON metadata of one step folder (written by Orbax's JsonSave)."""
     meta_dir = step_dir / "meta"
@@ -199,22 +202,23 @@ class Predictor:
 
     @property
     def needs_rr(self) -> bool:
-        """Whether predictions need the R-R columns (`model.use_rr`)."""
-        return bool(self.config.model.get("use_rr", False))
+        """Whether predictions need the R-R columns (a context part reads them)."""
+        return needs_rr(self.config.model.context)
 
-    def _check(self, beats: Any, rr: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _check(self, beats: Any, rr: Any) -> tuple[np.ndarray, np.ndarray | None]:
         x = np.asarray(beats, np.float32)
         if x.ndim == 1:
             x = x[None]
-        if x.ndim != 2 or x.shape[1] != 187:
-            raise UserError(f"beats must have shape (N, 187) at 125 Hz; got {tuple(np.shape(beats))}")
+        if x.ndim != 2 or x.shape[1] != SIGNAL_LEN:
+            raise UserError(f"beats must have shape (N, {SIGNAL_LEN}) at 125 Hz; "
+                            f"got {tuple(np.shape(beats))}")
         if not np.isfinite(x).all():
             raise UserError("beats contain NaN or infinite values")
         if rr is None:
-            if self.config.model.get("use_rr", False):
+            if self.needs_rr:
                 raise UserError(f"this model needs R-R features: pass rr of shape (N, {len(RR_COLUMNS)}), "
                                 f"columns {', '.join(RR_COLUMNS)}")
-            rr = np.zeros((len(x), len(RR_COLUMNS)), np.float32)
+            return x, None
         rr = np.asarray(rr, np.float32)
         if rr.shape != (len(x), len(RR_COLUMNS)):
             raise UserError(f"rr must have shape ({len(x)}, {len(RR_COLUMNS)}) "
@@ -225,24 +229,22 @@ class Predictor:
         """Class probabilities, shape (N, num_classes).
 
         `rr` (N, 4) holds the R-R columns; `records` names each beat's recording (the template
-        and rhythm features compare a beat with its record's other beats; None: all beats are
-        one record), whose beats come in time order.
+        features compare a beat with its record's other beats; None: all beats are one
+        record), whose beats come in time order.
         """
         x, rr = self._check(beats, rr)
         if records is not None and len(records) != len(x):
             raise UserError(f"records must name the record of each of the {len(x)} beats; got {len(records)}")
-        ctx = context_features(x, rr, records)  # as training computes it (steps.to_arrays)
-        batch = int(self.config.train.get("eval_batch_size", 1024))
-        return predict.predict_proba(self._predict_fn, self.variables, x, ctx, batch)
+        # as training computes it (steps.to_arrays)
+        ctx = context_features(x, rr, records, self.config.model.context)
+        return predict.predict_proba(self._predict_fn, self.variables, x, ctx,
+                                     self.config.train.eval_batch_size)
 
     def with_model(self, **fields: Any) -> Predictor:
         """The same weights with model fields that act only at evaluation changed (e.g.
-        `morph_mix`); a field that shapes the weights fails to build or to apply. `morph_mix`
-        alone sets one mix for every class (it clears `morph_mix_by_class`)."""
+        `morph_mix`); a field that shapes the weights fails to build or to apply."""
         from heartjax.models import build_model
 
-        if "morph_mix" in fields:
-            fields = {"morph_mix_by_class": (), **fields}
         config = ml_collections.ConfigDict(self.config.to_dict())
         config.model.update(fields)
         model = build_model(config.model, len(self.class_names))
@@ -344,13 +346,13 @@ def load_checkpoint(path: str | Path) -> Predictor:
 
     step_dir, meta = best_checkpoint(path)
     step_dir = step_dir.absolute()  # Orbax refuses relative paths
-    config = ml_collections.ConfigDict(meta["config"])
+    config = ml_collections.ConfigDict(migrate(meta["config"]))
     class_names = tuple(meta["class_names"])
     model = build_model(config.model, len(class_names))
+    width = context_width(config.model.context)
     abstract = jax.eval_shape(
-        lambda: model.init(
-            jax.random.PRNGKey(0), jnp.zeros((2, 187)), jnp.zeros((2, CONTEXT_WIDTH)), train=False
-        )
+        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((2, SIGNAL_LEN)),
+                           jnp.zeros((2, width)), train=False)
     )
     target = _on_this_device(
         {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})})

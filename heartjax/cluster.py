@@ -41,9 +41,11 @@ def experiment_dir(storage: str, workdir: Path) -> Path:
 
 def saved_storage(workdir: Path) -> str:
     """The storage a tuning run in `workdir` was started with ("" for none or no run)."""
+    from heartjax.config import migrate
+
     try:
-        return str(json.loads((workdir / "config.json").read_text())["tune"].get("storage", ""))
-    except (OSError, ValueError, KeyError, AttributeError):
+        return str(migrate(json.loads((workdir / "config.json").read_text()))["tune"]["storage"])
+    except (OSError, ValueError, KeyError, TypeError):
         return ""
 
 

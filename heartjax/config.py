@@ -6,7 +6,9 @@ few fields; every knob of the project lives in the returned ConfigDict.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from typing import Any
 
 import ml_collections
 
@@ -33,10 +35,6 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     # a second table of the same records (e.g. their second lead, `heartjax.data build --leads`)
     # whose beats join training; the validation records' beats are left out (data.val_by=records)
     c.data.extra_train = ""
-    # > 0: this share of each training record's N beats joins training again in a stretch of
-    # made-up atrial fibrillation (`heartjax.data.rhythm.irregular_copies`); for a head that
-    # sees the rhythm (model.use_irregularity or model.use_rhythm)
-    c.data.irregular_copies = 0.0
     c.data.val_fraction = 0.1  # stratified, seeded; tuning never looks at the test table
     c.data.val_by = "beats"  # "records": hold out whole patients (honest for interpatient tests)
     # cross-validation by records: >= 2 deals the training table's records into this many
@@ -153,13 +151,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(d.dataset in DATASETS, f"data.dataset={d.dataset!r}; use one of {', '.join(DATASETS)}")
     need(0.0 < d.val_fraction < 1.0, f"data.val_fraction={d.val_fraction} must be in (0, 1)")
     need(d.val_by in VAL_BY, f"data.val_by={d.val_by!r}; use one of {', '.join(VAL_BY)}")
-    need(not d.get("extra_train") or d.val_by == "records",
+    need(not d.extra_train or d.val_by == "records",
          "data.extra_train needs data.val_by='records' (a beat split would put the same "
          "beats, seen through another lead, in training and in validation)")
-    need(0.0 <= d.get("irregular_copies", 0.0) <= 1.0,
-         f"data.irregular_copies={d.get('irregular_copies')} must be in [0, 1]")
-    need(not d.get("irregular_copies", 0.0) or d.dataset == "mitbih",
-         "data.irregular_copies needs data.dataset='mitbih' (made-up fibrillation is labelled N)")
     need(d.folds == 0 or (d.folds >= 2 and d.val_by == "records"),
          f"data.folds={d.folds}: use 0 (no folds) or >= 2 with data.val_by='records'")
     need(d.folds == 0 or 0 <= d.fold < d.folds, f"data.fold={d.fold} must be in 0..{d.folds - 1}")
@@ -175,15 +169,15 @@ def validate(c: ml_collections.ConfigDict) -> None:
          f"train.class_weight_scale={scale} needs one factor per class "
          f"({', '.join(classes)}), or () for none")
     need(all(v > 0 for v in scale), f"train.class_weight_scale={scale} must hold factors > 0")
-    need(0.0 <= t.get("record_balance", 0.0) <= 1.0,
-         f"train.record_balance={t.get('record_balance')} must be in [0, 1]")
-    named = tuple(t.get("record_balance_classes", ()))
+    need(0.0 <= t.record_balance <= 1.0,
+         f"train.record_balance={t.record_balance} must be in [0, 1]")
+    named = tuple(t.record_balance_classes)
     need(set(named) <= set(classes), f"train.record_balance_classes={named} must name classes "
          f"of {d.dataset} ({', '.join(classes)}), or be () for all")
     need(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay} must be >= 0")
     need(t.patience >= 1, f"train.patience={t.patience} must be >= 1")
-    need(t.get("eval_every", 1) >= 1,
-         f"train.eval_every={t.get('eval_every')} must be >= 1 (1: validate every epoch)")
+    need(t.eval_every >= 1,
+         f"train.eval_every={t.eval_every} must be >= 1 (1: validate every epoch)")
     need(t.keep_checkpoints >= 1, f"train.keep_checkpoints={t.keep_checkpoints} must be >= 1")
     need(0.0 <= t.target_recall < 1.0, f"train.target_recall={t.target_recall} must be in [0, 1)")
     need(t.trainable in ("all", "head"), f"train.trainable={t.trainable!r}; use all or head")
@@ -203,14 +197,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
 
 def set_model(config: ml_collections.ConfigDict, name: str) -> None:
-    """Switch `config.model` to `name` with that model's defaults (keeps use_rr)."""
+    """Switch `config.model` to `name` with that model's defaults (keeps the context parts)."""
     from heartjax.models import default_model_config
 
-    use_rr = config.model.get("use_rr", False)
+    context = config.model.context
     with config.unlocked():
         config.model = default_model_config(name)
-        if "use_rr" in config.model:
-            config.model.use_rr = use_rr
+        config.model.context = context
 
 
 def variants(arg: str | None, path: str, known: Sequence[str]) -> list[str]:
@@ -229,3 +222,40 @@ def set_present(section: ml_collections.ConfigDict, values: dict) -> None:
     for key, value in values.items():
         if key in section:
             section[key] = value
+
+
+REMOVED_INPUTS = ("use_rhythm", "use_irregularity", "use_size", "use_median_diff")
+
+
+def migrate(saved: dict[str, Any]) -> dict[str, Any]:
+    """A config saved by an earlier heartjax (a checkpoint's meta, a run's config.json) in
+    today's fields: model.use_rr and use_template become model.context, morph_mix with
+    morph_mix_by_class the one morph_mix, data.irregular_copies goes, and the fields added
+    since take their defaults. A model that read a removed input is one line."""
+    c = copy.deepcopy(saved)
+    model, data = c["model"], c["data"]
+    used = [f for f in REMOVED_INPUTS if model.pop(f, False)]
+    if used:
+        raise UserError(f"this model was trained with model.{used[0]}=True, an input heartjax "
+                        "no longer has; load it with heartjax at commit 1daa95e")
+    if "use_rr" in model:  # the template features travelled with the R-R features
+        rr, template = model.pop("use_rr"), model.pop("use_template", False)
+        model["context"] = ("rr", "template") if rr and template else ("rr",) if rr else ()
+    by_class = tuple(model.pop("morph_mix_by_class", ()))
+    if isinstance(model.get("morph_mix"), (int, float)):  # one weight, set aside by by_class
+        mix = float(model["morph_mix"])
+        model["morph_mix"] = by_class or ((mix,) if mix else ())
+    data.pop("irregular_copies", None)
+    return _with_defaults(c, base_config(data["dataset"], model["name"]).to_dict())
+
+
+def _with_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """`saved` plus the fields of `defaults` it lacks, section by section (a section empty by
+    default, such as tune.search_space, is free-form and kept as saved)."""
+    out = dict(saved)
+    for key, default in defaults.items():
+        if key not in out:
+            out[key] = default
+        elif isinstance(default, dict) and default and isinstance(out[key], dict):
+            out[key] = _with_defaults(out[key], default)
+    return out

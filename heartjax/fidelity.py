@@ -116,10 +116,11 @@ def check_ladder(tune: ml_collections.ConfigDict) -> None:
 _ARRAYS: dict[tuple, steps.Arrays] = {}
 
 
-def _table_key(table: BeatTable, rows: int) -> tuple:
-    """Tells tables apart cheaply: path, length, a sample's checksum and the padded length."""
+def _table_key(table: BeatTable, rows: int, parts: Sequence[str]) -> tuple:
+    """Tells tables apart cheaply: path, length, a sample's checksum, the padded length and the
+    context parts."""
     return (table.path, len(table), float(table.x[:: max(len(table) // 101, 1)].sum()),
-            int(table.y.sum()), rows)
+            int(table.y.sum()), rows, tuple(parts))
 
 
 def _cached(key: tuple, keep: int, build: Callable[[], steps.Arrays]) -> steps.Arrays:
@@ -133,30 +134,32 @@ def _cached(key: tuple, keep: int, build: Callable[[], steps.Arrays]) -> steps.A
     return _ARRAYS[key]
 
 
-def _padded(table: BeatTable, rows: int) -> steps.Arrays:
+def _padded(table: BeatTable, rows: int, parts: Sequence[str]) -> steps.Arrays:
     """`heartjax.steps.to_arrays` with zero rows appended up to `rows`."""
-    a = steps.to_arrays(table)
+    a = steps.to_arrays(table, parts)
     pad = max(rows - len(table), 0)
     return steps.Arrays(*(jnp.pad(v, [(0, pad)] + [(0, 0)] * (v.ndim - 1))
                           for v in a)) if pad else a
 
 
-def device_arrays(table: BeatTable, keep: int = 2, rows: int = 0) -> steps.Arrays:
-    """`heartjax.steps.to_arrays` once per table and process. `keep`: the tables of one run (a
-    training and a validation table per fold). `rows`: zero rows are appended up to that
-    length (no pool draws them and no score reads them), so that folds of different sizes
-    share one compiled program."""
-    return _cached(_table_key(table, rows), keep, lambda: _padded(table, rows))
+def device_arrays(table: BeatTable, parts: Sequence[str], keep: int = 2,
+                  rows: int = 0) -> steps.Arrays:
+    """`heartjax.steps.to_arrays` once per table, context parts and process. `keep`: the
+    tables of one run (a training and a validation table per fold). `rows`: zero rows are
+    appended up to that length (no pool draws them and no score reads them), so that folds of
+    different sizes share one compiled program."""
+    return _cached(_table_key(table, rows, parts), keep, lambda: _padded(table, rows, parts))
 
 
-def stacked_arrays(tables: Sequence[BeatTable], rows: int, keep: int = 2) -> steps.Arrays:
+def stacked_arrays(tables: Sequence[BeatTable], parts: Sequence[str], rows: int,
+                   keep: int = 2) -> steps.Arrays:
     """The folds' tables padded to `rows` and stacked on a leading fold axis, once per process
     (a fold-batched rung's data: one copy, not one per fold and one stacked)."""
     def build() -> steps.Arrays:
-        parts = [_padded(t, rows) for t in tables]
-        return steps.Arrays(*(jnp.stack(vs) for vs in zip(*parts)))
+        folds = [_padded(t, rows, parts) for t in tables]
+        return steps.Arrays(*(jnp.stack(vs) for vs in zip(*folds)))
 
-    return _cached(tuple(_table_key(t, rows) for t in tables), keep, build)
+    return _cached(tuple(_table_key(t, rows, parts) for t in tables), keep, build)
 
 
 BATCH_FOLDS = ("auto", "on", "off")
@@ -337,15 +340,16 @@ class Rungs:
         self.trainer = Trainer(config, num_classes, members, len(splits) if self.batched else 0)
         lengths = [max(len(pair[i]) for pair in splits) if len(splits) > 1 else 0
                    for i in (0, 1)]
+        parts = config.model.context
         if self.batched:
             self.groups = [list(range(len(splits)))]
-            self.arrays = [tuple(stacked_arrays([pair[i] for pair in splits], lengths[i])
+            self.arrays = [tuple(stacked_arrays([pair[i] for pair in splits], parts, lengths[i])
                                  for i in (0, 1))]
         else:
             self.groups = [[f] for f in range(len(splits))]
             keep = 2 * len(splits)
-            self.arrays = [(device_arrays(tr, keep, lengths[0]),
-                            device_arrays(va, keep, lengths[1])) for tr, va in splits]
+            self.arrays = [(device_arrays(tr, parts, keep, lengths[0]),
+                            device_arrays(va, parts, keep, lengths[1])) for tr, va in splits]
         self.pools = [nested_pools(tr.y, tuple(config.tune.ladder), config.data.seed)
                       for tr, _ in splits]
         self.weights = [self.trainer.loss_weights(tr.y, num_classes) for tr, _ in splits]

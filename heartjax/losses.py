@@ -19,15 +19,9 @@ LossFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, class_weights: jax.Array) -> jax.Array:
-    """Plain softmax cross-entropy: `loss_weights` gives it ones; only a tuning rung's pool
-    re-weights them, to the whole split's class shares (`heartjax.fidelity.importance`)."""
-    return class_weights[labels] * optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-
-
-def weighted_cross_entropy(
-    logits: jax.Array, labels: jax.Array, class_weights: jax.Array
-) -> jax.Array:
-    """Cross-entropy scaled by the weight of each example's true class."""
+    """Softmax cross-entropy scaled by the weight of each example's true class: "weighted_ce";
+    "ce" is the same with ones (`loss_weights`), which only a tuning rung's pool re-weights, to
+    the whole split's class shares (`heartjax.fidelity.importance`)."""
     return class_weights[labels] * optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
@@ -45,7 +39,7 @@ def make_focal(gamma: float) -> LossFn:
 
 def get_loss(name: str, focal_gamma: float = 2.0) -> LossFn:
     """The loss named in `config.train.loss` (one of `heartjax.config.LOSSES`, checked there)."""
-    return {"ce": cross_entropy, "weighted_ce": weighted_cross_entropy,
+    return {"ce": cross_entropy, "weighted_ce": cross_entropy,
             "focal": make_focal(focal_gamma)}[name]
 
 

@@ -72,8 +72,7 @@ def default_space(models: Sequence[str] = tuple(ARCHITECTURES), context: bool = 
     template inputs (`context`: tables with R-R columns, as MIT-BIH's), and the training knobs."""
     model: dict = {}
     if context:
-        model["use_rr"] = ("choice", [True, False])
-        model["use_template"] = ("choice", [True, False], "model.use_rr=True")
+        model["context"] = ("choice", [("rr", "template"), ("rr",), ()])
     if len(models) > 1:
         model["name"] = ("choice", list(models))
         model.update({m: copy.deepcopy(ARCHITECTURES[m]) for m in models})
@@ -123,7 +122,7 @@ def interpatient_space() -> dict:
     }
     model = {
         "morph_dropout": ("choice", [0.6, 0.7, 0.8, 0.9]),
-        "morph_mix": ("choice", [0.25, 0.5, 0.75]),
+        "morph_mix": ("choice", [(0.25,), (0.5,), (0.75,)]),
         "rr_seconds": ("choice", [False, True]),
         "resnet1d": with_defaults("resnet1d", ARCHITECTURES["resnet1d"]),
     }

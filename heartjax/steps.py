@@ -8,7 +8,7 @@ and the jitted chunk of an epoch (a `lax.scan` over batches of data that stays o
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -21,15 +21,14 @@ from flax import traverse_util
 from flax.training import train_state
 
 from heartjax import losses, predict
-from heartjax.data import CONTEXT_WIDTH, SIGNAL_LEN, BeatTable, context_features
+from heartjax.data import SIGNAL_LEN, BeatTable, context_features, context_width
 from heartjax.errors import UserError
 from heartjax.models import build_model
 
 
 class Arrays(NamedTuple):
-    """A split as device arrays: beats (N, 187), labels (N,) and each beat's context
-    (N, CONTEXT_WIDTH): its R-R intervals and the features computed from them and from the
-    beats (`heartjax.data.context_features`)."""
+    """A split as device arrays: beats (N, 187), labels (N,) and each beat's context: the
+    columns of the parts its model reads (`heartjax.data.context_features`; (N, 0) for none)."""
 
     x: jax.Array
     y: jax.Array
@@ -44,14 +43,9 @@ class TrainState(train_state.TrainState):
     rng: Any = None
 
 
-def to_arrays(table: BeatTable) -> Arrays:
-    """Put a beat table on the device once with its context features (`heartjax.data.template`);
-    they are zeros when the table has no R-R columns (models without use_rr ignore them)."""
-    context = (
-        context_features(table.x, table.rr, table.records)
-        if table.rr is not None
-        else np.zeros((len(table), CONTEXT_WIDTH), np.float32)
-    )
+def to_arrays(table: BeatTable, parts: Sequence[str]) -> Arrays:
+    """Put a beat table on the device once with the context `parts` (`model.context`)."""
+    context = context_features(table.x, table.rr, table.records, parts)
     return Arrays(jnp.asarray(table.x), jnp.asarray(table.y, jnp.int32), jnp.asarray(context))
 
 
@@ -60,17 +54,16 @@ def record_sampling_of(table: BeatTable, t: ml_collections.ConfigDict,
     """Each training beat's probability of being drawn under `t.record_balance` for the
     classes `t.record_balance_classes` names (`heartjax.losses.record_sampling`), over `rows`
     of the table when given; None for 0."""
-    balance = t.get("record_balance", 0.0)
-    if balance == 0:
+    if t.record_balance == 0:
         return None
     if table.records is None:
         raise UserError(f"{table.path or 'the training table'}: train.record_balance needs a "
                         "'record' column; rebuild the tables with `python -m heartjax.data build` "
                         "or set --config.train.record_balance=0")
     rows = np.arange(len(table)) if rows is None else rows
-    named = tuple(t.get("record_balance_classes", ()))
+    named = tuple(t.record_balance_classes)
     classes = [table.class_names.index(c) for c in named] if named else None
-    return losses.record_sampling(table.y[rows], table.records[rows], balance, classes)
+    return losses.record_sampling(table.y[rows], table.records[rows], t.record_balance, classes)
 
 
 # ----------------------------------------------------------------------------- optimiser
@@ -160,7 +153,7 @@ def create_train_state(
     init = functools.partial(model.init, train=False)
     if compiled:
         init = jax.jit(init)
-    variables = init(k_init, x, jnp.ones((2, CONTEXT_WIDTH), jnp.float32))
+    variables = init(k_init, x, jnp.ones((2, context_width(model.context)), jnp.float32))
     if init_from is not None:
         variables = transfer_variables(variables, init_from)
     return TrainState.create(
@@ -209,7 +202,7 @@ def augment(x: jax.Array, key: jax.Array, a: ml_collections.ConfigDict) -> jax.A
         x = x + a.wander * jnp.sin(2 * jnp.pi * freq * t + phase)
     if a.noise > 0:
         x = x + a.noise * jax.random.normal(k4, x.shape)
-    if a.get("motion", 0.0) > 0:  # .get: configs saved before the field lack it
+    if a.motion > 0:
         # electrode motion: three smooth transients of either sign, 40-250 ms wide, anywhere
         kc, kw, ka = jax.random.split(jax.random.fold_in(key, 6), 3)
         centre = jax.random.uniform(kc, (b, 3, 1), maxval=n)

@@ -28,9 +28,9 @@ from heartjax.data import (
     RR_COLUMNS,
     BeatTable,
     add_training_beats,
-    irregular_copies,
     load_dataset,
     load_table,
+    needs_rr,
     stratified_split,
     train_val_split,
 )
@@ -51,15 +51,14 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[BeatTable, BeatTable
     )
     if table.dataset != d.dataset:
         raise UserError(f"{table.path}: holds {table.dataset} beats but data.dataset={d.dataset}")
-    if config.model.get("use_rr", False) and table.rr is None:
+    if needs_rr(config.model.context) and table.rr is None:
         raise UserError(
-            f"{table.path}: model.use_rr needs the R-R columns {', '.join(RR_COLUMNS)}; "
-            "rebuild the tables with "
-            "`python -m heartjax.data build` or set --config.model.use_rr=False"
+            f"{table.path}: model.context={tuple(config.model.context)} needs the R-R columns "
+            f"{', '.join(RR_COLUMNS)}; rebuild the tables with `python -m heartjax.data build` "
+            "or leave \"rr\" out of --config.model.context"
         )
-    train, val = train_val_split(table, d.val_fraction, d.seed, d.val_by, d.get("folds", 0),
-                                 d.get("fold", 0))
-    if d.get("extra_train"):
+    train, val = train_val_split(table, d.val_fraction, d.seed, d.val_by, d.folds, d.fold)
+    if d.extra_train:
         if not Path(d.extra_train).exists():
             raise UserError(
                 f"data.extra_train={d.extra_train}: table not found; build the second lead's tables "
@@ -67,8 +66,6 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[BeatTable, BeatTable
                 "--leads V1,V2,V4,V5 --out DIR` (`make data-interpatient` does) or set "
                 "--config.data.extra_train=''")
         train = add_training_beats(train, val, load_table(d.extra_train, d.dataset))
-    if d.get("irregular_copies", 0.0) > 0:
-        train = irregular_copies(train, d.irregular_copies, d.seed)
     if 0 < d.train_limit < len(train):  # quick runs: a stratified subsample of the training part
         keep, _ = stratified_split(train.y, 1 - d.train_limit / len(train), d.seed)
         train = train.subset(np.sort(keep))
@@ -122,7 +119,8 @@ class Training:
         # what it ran on beside the config (a report compares runs of several machines)
         (self.workdir / "config.json").write_text(json.dumps(
             {**json.loads(config.to_json_best_effort()), "runtime": device_info()}, indent=2))
-        self.train, self.val = to_arrays(self.train_table), to_arrays(self.val_table)
+        parts = config.model.context
+        self.train, self.val = to_arrays(self.train_table, parts), to_arrays(self.val_table, parts)
         self.predict_fn = predict.make_predict_fn(self.program.model.apply)
         self.manager = ckpt.Manager(self.workdir, config.train.select_metric,
                                     config.train.keep_checkpoints)

@@ -39,7 +39,7 @@ import ml_collections
 import numpy as np
 import pandas as pd
 
-from heartjax import cluster, fidelity, population, space
+from heartjax import cluster, fidelity, population, space, tune_tables
 from heartjax.config import validate
 from heartjax.errors import UserError, cli_entry
 
@@ -102,7 +102,7 @@ def trainable(
 
     from heartjax.train import train_and_evaluate
 
-    values = trial_config.get("params", trial_config)  # BOHB passes the values flat
+    values = tune_tables.trial_values(trial_config)
     config = space.apply(ml_collections.ConfigDict(base), values)
     where = cluster.check_trial_device(config.tune)
     trial_id = tune.get_context().get_trial_id()
@@ -237,8 +237,42 @@ def run(
     # a driver that never trains must not hold GPU memory (JAX's default preallocates 75%)
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     workdir = Path(workdir).absolute()
+    searched = _check_run(config, workdir, resume, mlflow)
+    splits = load_splits(config)  # bad data fails here, before Ray starts
+    folds = load_folds(config, config.tune.folds) if config.tune.folds else None
+    address = ray_address or os.environ.get("RAY_ADDRESS")
+    with _ray_session(config, address, verbose):
+        _check_cluster(config, address)
+        if not resume:
+            workdir.mkdir(parents=True, exist_ok=True)
+            (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+            (workdir / "dataset.json").write_text(
+                json.dumps(_dataset_record(config, splits, folds), indent=2))
+        t0 = time.time()
+        results = _fit(config, searched, splits, folds, workdir, resume, mlflow, verbose)
+        summary = tune_tables.write_tables(workdir, results, config, searched, time.time() - t0)
+        if set(summary["status_counts"]) == {"error"}:
+            first = pd.read_csv(workdir / "trials.csv")["error"].dropna()
+            raise UserError(f"every trial failed ({summary['trials']}; trials.csv in {workdir} "
+                            f"has each error), the first with: {first.iloc[0] if len(first) else '?'}")
+        if summary["status_counts"].get("interrupted") and not _budget_spent(config, time.time() - t0):
+            return {**summary, "interrupted": True}
+        if config.tune.ladder and config.tune.retrain and summary["best"]:
+            summary["retrained"] = retrain_best(config, summary, workdir, splits, verbose)
+        if config.tune.train_original:
+            summary["original"] = train_full(config, {}, workdir / "original", splits, verbose,
+                                             "the untuned original")
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _check_run(config: ml_collections.ConfigDict, workdir: Path, resume: bool,
+               mlflow: str | None) -> list[space.Param]:
+    """Everything about the run that can fail before Ray starts: the config, the storage (on
+    --resume, the one the run was started with), a run to resume or none to overwrite; returns
+    the searched fields."""
     t = config.tune
-    if resume and not t.storage:  # the storage the run was started with
+    if resume and not t.storage:
         t.storage = cluster.saved_storage(workdir)
     if t.storage:
         t.storage = str(Path(t.storage).absolute())
@@ -255,38 +289,7 @@ def run(
         cluster.check_storage(Path(t.storage))
     if mlflow is not None:
         _check_mlflow()
-    splits = load_splits(config)  # bad data fails here, before Ray starts
-    folds = load_folds(config, t.folds) if t.folds else None
-
-    address = ray_address or os.environ.get("RAY_ADDRESS")
-    with _ray_session(config, address, verbose):
-        _check_cluster(config, address)
-        workdir.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-            (workdir / "dataset.json").write_text(
-                json.dumps(_dataset_record(config, splits, folds), indent=2))
-        t0 = time.time()
-        results = _fit(config, searched, splits, folds, workdir, resume, mlflow, verbose)
-        summary = write_tables(workdir, results, config, searched, time.time() - t0)
-        if set(summary["status_counts"]) == {"error"}:
-            first = pd.read_csv(workdir / "trials.csv")["error"].dropna()
-            raise UserError(f"every trial failed ({summary['trials']}; trials.csv in {workdir} "
-                            f"has each error), the first with: {first.iloc[0] if len(first) else '?'}")
-        if summary["status_counts"].get("interrupted") and not _budget_spent(config, time.time() - t0):
-            summary["interrupted"] = True
-            return summary
-        if t.ladder and t.retrain and summary["best"]:
-            summary["retrained"] = retrain_best(config, summary, workdir, splits, verbose)
-            trials = pd.read_csv(workdir / "trials.csv", dtype={"trial_id": str})
-            trials.loc[trials["trial_id"] == summary["best"]["trial_id"], "workdir"] = str(workdir / "best")
-            trials.to_csv(workdir / "trials.csv", index=False)
-            summary["best"]["workdir"] = str(workdir / "best")
-        if t.train_original:
-            summary["original"] = train_full(config, {}, workdir / "original", splits, verbose,
-                                             "the untuned original")
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return summary
+    return searched
 
 
 @contextlib.contextmanager
@@ -394,10 +397,17 @@ def _budget_spent(config: ml_collections.ConfigDict, wall_s: float) -> bool:
 
 def retrain_best(config: ml_collections.ConfigDict, summary: dict[str, Any], workdir: Path,
                  splits, verbose: int) -> dict[str, Any]:
-    """Train the winning values at full fidelity into WORKDIR/best: the run's best checkpoint."""
+    """Train the winning values at full fidelity into WORKDIR/best: the run's best checkpoint,
+    which trials.csv and the summary then name as the winner's folder."""
     trial_id = summary["best"]["trial_id"]
-    return {"trial_id": trial_id, **train_full(config, summary["best_values"], workdir / "best",
-                                               splits, verbose, f"the winner {trial_id}")}
+    out = workdir / "best"
+    retrained = train_full(config, summary["best_values"], out, splits, verbose,
+                           f"the winner {trial_id}")
+    trials = pd.read_csv(workdir / "trials.csv", dtype={"trial_id": str})
+    trials.loc[trials["trial_id"] == trial_id, "workdir"] = str(out)
+    trials.to_csv(workdir / "trials.csv", index=False)
+    summary["best"]["workdir"] = str(out)
+    return {"trial_id": trial_id, **retrained}
 
 
 def train_full(config: ml_collections.ConfigDict, values: dict[str, Any], out: Path, splits,
@@ -491,206 +501,6 @@ def _mlflow_callbacks(uri: str, workdir: Path, config) -> list:
 # ----------------------------------------------------------------------------- tables
 
 
-def trial_states(ray_dir: Path) -> dict[str, str]:
-    """Ray's state of every trial (TERMINATED, ERROR, PENDING, RUNNING, PAUSED) by trial id."""
-    from ray.tune import ExperimentAnalysis
-
-    return {t.trial_id: t.status for t in ExperimentAnalysis(str(ray_dir)).trials}
-
-
-def run_was_cut(states: dict[str, str]) -> bool:
-    """Whether the search ended with trials still to run (Ctrl-C or SIGTERM leave some RUNNING
-    or PENDING); a search that ends by itself leaves none."""
-    return any(s in ("RUNNING", "PENDING") for s in states.values())
-
-
-def trial_status(result, ray_state: str, cut: bool) -> str:
-    """finished (all epochs or early stop), stopped (by the scheduler), error, or interrupted.
-    `cut`: whether the search itself was cut short (`run_was_cut`)."""
-    if result.error is not None or ray_state == "ERROR":
-        return "error"
-    if (result.metrics or {}).get("final"):
-        # its last epoch is reported and on disk, whatever Ray's state: HyperBandForBOHB can
-        # pause a trial on the last report of a function that then returns, leaving it PAUSED
-        return "finished"
-    if ray_state == "TERMINATED" or (ray_state == "PAUSED" and not cut):
-        # HyperBandForBOHB pauses a trial at a rung and may stop it there; when the stop meets
-        # the pause's checkpoint, Ray can record it PAUSED in a search that ended by itself
-        return "stopped"
-    return "interrupted"  # --resume runs it again
-
-
-def _error_line(error: BaseException) -> str:
-    """The trial's own exception, not Ray's wrapper line (last line of the text, no colours)."""
-    import re
-
-    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if ln.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:300]
-
-
-def write_tables(workdir: Path, results, config, searched, wall_s: float) -> dict[str, Any]:
-    """`trials.csv` (one row per trial), `epochs.csv` (one per trial-epoch), `summary.json`."""
-    t = config.tune
-    states = trial_states(cluster.experiment_dir(t.storage, workdir))
-    cut = run_was_cut(states)
-    rows, epochs, members = [], [], []
-    values_of: dict[str, dict[str, Any]] = {}
-    for result in results:
-        trial_id = result.metrics.get("trial_id") if result.metrics else None
-        trial_id = trial_id or Path(result.path).name.split("_")[1]
-        config_of = result.config or {}
-        values = config_of.get("params", config_of)  # BOHB passes the values flat
-        df = result.metrics_dataframe
-        row: dict[str, Any] = {"trial_id": trial_id, "status": trial_status(result, states.get(trial_id, ""), cut)}
-        row.update({f"param:{k}": v for k, v in values.items()})
-        values_of[trial_id] = values
-        if t.ladder and df is not None and len(df) and t.metric in df:
-            cols = [c for c in df.columns if c.startswith("val_") or c in LADDER_COLUMNS]
-            e = df[cols].copy()
-            e.insert(0, "trial_id", trial_id)
-            epochs.append(e)
-            top = df.iloc[-1]  # the highest rung reached: the longest training
-            row.update({"rung": int(top["rung"]), "budget": int(top["budget"]),
-                        "train_s": float(df["train_s"].sum() + df["eval_s"].sum()),
-                        "compile_s": float(df["compile_s"].sum())})
-            row.update({c: float(top[c]) for c in cols if c.startswith("val_")})
-        elif df is not None and len(df) and t.metric in df:
-            cols = [c for c in df.columns if c.startswith("val_") or c in ("epoch", "train_loss", "beats_per_s", "epoch_s", "timestamp")]
-            e = df[cols].copy()
-            e.insert(0, "trial_id", trial_id)
-            epochs.append(e)
-            best = df.loc[df[t.metric].idxmax() if t.mode == "max" else df[t.metric].idxmin()]
-            row.update({"epochs": int(df["epoch"].max()), "best_epoch": int(best["epoch"]),
-                        "train_s": float(df["epoch_s"].sum())})
-            row.update({c: float(best[c]) for c in cols if c.startswith("val_")})
-        # the trial's run folder as of its last report, in the storage (none before a report)
-        folder = Path(result.checkpoint.path) if result.checkpoint else Path(result.path)
-        member_rows = _members(folder, trial_id, t.metric)
-        if member_rows is not None and len(member_rows):
-            members.append(member_rows)
-            # the trial's checkpoint and reported metrics are its best member's: so are its
-            # values, and the winner's full training trains them
-            lead = member_rows.loc[member_rows[t.metric].idxmax()]
-            lead_values = {k: _plain(lead[k]) for k in population.MEMBER_FIELDS if k in lead}
-            row["member"] = int(lead["member"])
-            row.update({f"param:{k}": v for k, v in lead_values.items()})
-            values_of[trial_id] = {**values, **lead_values}
-        if result.error is not None:
-            row["error"] = _error_line(result.error)
-        if result.metrics and "params" in result.metrics:
-            row["params_count"] = int(result.metrics["params"])
-        row.update({k: result.metrics[k] for k in cluster.WHERE if k in (result.metrics or {})})
-        row["workdir"] = str(folder)
-        rows.append(row)
-    if not rows:
-        raise UserError(f"{workdir}: the tuning run produced no trials")
-    trials = pd.DataFrame(rows)
-    if t.metric in trials:  # a ladder ranks by the rung reached first: a longer training
-        keys = ["rung", t.metric] if t.ladder else [t.metric]
-        trials = trials.sort_values(keys, ascending=t.mode == "min", na_position="last")
-    trials.to_csv(workdir / "trials.csv", index=False)
-    if epochs:
-        pd.concat(epochs, ignore_index=True).to_csv(workdir / ("rungs.csv" if t.ladder else "epochs.csv"), index=False)
-    if members:
-        pd.concat(members, ignore_index=True).to_csv(workdir / "members.csv", index=False)
-    ok = trials[trials["status"].isin(["finished", "stopped"])] if t.metric in trials else trials.iloc[:0]
-    best = ok.iloc[0].to_dict() if len(ok) else {}
-    previous = workdir / "summary.json"
-    started_at = time.time() - wall_s
-    if previous.exists():  # a resumed run: its wall time adds up over the parts it ran in
-        before = json.loads(previous.read_text())
-        wall_s += before.get("wall_s", 0.0)
-        started_at = before.get("started_at", started_at)
-    summary = {
-        "metric": t.metric,
-        "mode": t.mode,
-        "num_samples": t.num_samples,
-        "trials": int(len(trials)),
-        "population": t.population,
-        # configurations trained: each population trial trains `population` of them
-        "configurations": int(sum(len(m) for m in members)) if members else int(len(trials)),
-        "status_counts": trials["status"].value_counts().to_dict(),
-        "wall_s": wall_s,
-        "started_at": started_at,
-        "search_alg": t.search_alg,
-        "scheduler": t.scheduler,
-        "search_space": [{"path": p.key, "kind": p.kind, "args": list(p.args), "when": p.when} for p in searched],
-        # what the trials computed on (trials.csv has each trial's node and GPU share)
-        "device": {k: sorted(set(trials[k].dropna().astype(str))) for k in ("backend", "device_kind")
-                   if k in trials},
-        "best": {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in best.items()},
-        "best_values": values_of.get(best.get("trial_id"), {}),
-    }
-    if t.ladder:
-        reached = trials["rung"].dropna().astype(int) if "rung" in trials else pd.Series([], dtype=int)
-        rungs = pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame(columns=["rung", "pool"])
-        pools = rungs.groupby("rung")["pool"].first().to_dict()  # the pools as drawn
-        summary["ladder"] = [
-            {"rung": k, "pool": int(pools.get(k, pool)), "beats": budget,
-             "trials": int((reached >= k).sum())}
-            for k, (pool, budget) in enumerate(zip(t.ladder, fidelity.rung_budgets(t)))
-        ]
-        summary["configurations"] = int(len(reached)) * t.population  # every member counts
-        if "compile_s" in trials:
-            summary["compile_share"] = float(trials["compile_s"].sum() / max(trials["train_s"].sum(), 1e-9))
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return summary
-
-
-LADDER_COLUMNS = ("rung", "budget", "beats_seen", "pool", "train_loss", "beats_per_s", "compile_s",
-                  "train_s", "eval_s", "timestamp")
-
-
-def _members(trial_dir: Path, trial_id: str, metric: str) -> pd.DataFrame | None:
-    """A population trial's members, one row each (None without a population): at its best
-    epoch, or on a ladder at the trial's highest rung (scores of two rungs do not compare)."""
-    path = trial_dir / "members.jsonl"
-    if not path.exists() or not path.stat().st_size:
-        return None
-    df = pd.read_json(path, lines=True)
-    if "rung" in df:
-        df = df[df["rung"] == df["rung"].max()]
-    df = df.dropna(subset=[metric])  # a diverged member has no score
-    df = df.loc[df.groupby("member")[metric].idxmax()].reset_index(drop=True)
-    df.insert(0, "trial_id", trial_id)
-    return df
-
-
-def _plain(value: Any) -> Any:
-    """A numpy scalar of a table as the Python value a config holds."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """A few lines for the terminal at the end of a run."""
-    best = summary["best"]
-    counts = ", ".join(f"{v} {k}" for k, v in summary["status_counts"].items())
-    lines = [f"{summary['trials']} trials ({counts}) in {summary['wall_s'] / 60:.1f} min"]
-    if summary.get("population", 1) > 1:
-        lines.append(f"populations of {summary['population']}: {summary['configurations']} configurations trained")
-    if summary.get("ladder"):
-        per_hour = summary["configurations"] / max(summary["wall_s"], 1e-9) * 3600
-        rungs = ", ".join(f"{r['rung']}: {r['trials']}" for r in summary["ladder"])
-        lines.append(f"{summary['configurations']} configurations ({per_hour:.0f} an hour); "
-                     f"trials per rung {rungs}")
-    if summary["status_counts"].get("interrupted"):
-        lines.append("the run was interrupted: the same command with --resume continues it")
-    if best:
-        values = ", ".join(f"{k[6:]}={v:.4g}" if isinstance(v, float) else f"{k[6:]}={v}"
-                           for k, v in best.items() if k.startswith("param:") and v is not None)
-        lines.append(f"best trial {best['trial_id']}: {summary['metric']} {best.get(summary['metric'], float('nan')):.4f}"
-                     f" (val accuracy {best.get('val_accuracy', float('nan')):.4f}, macro F1 {best.get('val_macro_f1', float('nan')):.4f})")
-        if values:
-            lines.append(f"  {values}")
-    r = summary.get("retrained")
-    if r:
-        tuned = summary["metric"]  # the winner's epoch was chosen by it
-        lines.append(f"winner retrained at full fidelity ({r['train_s'] / 60:.1f} min, best epoch "
-                     f"{r['epoch']}): {tuned} {r.get(tuned, float('nan')):.4f}, accuracy "
-                     f"{r['val_accuracy']:.4f}, macro F1 {r['val_macro_f1']:.4f}")
-    return "\n".join(lines)
-
-
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point."""
@@ -723,11 +533,11 @@ def main(argv: list[str] | None = None) -> None:
         summary = {"interrupted": True}
     if summary.get("interrupted"):
         if "trials" in summary:
-            print(format_summary(summary))
+            print(tune_tables.format_summary(summary))
         print(f"interrupted: what ran so far is in {Path(workdir).absolute()}; continue with "
               f"`{again}`", file=sys.stderr)
         sys.exit(130)
-    print(format_summary(summary))
+    print(tune_tables.format_summary(summary))
     print(f"run folder: {Path(workdir).absolute()}  (heartjax.load_checkpoint on it gives the best model)")
     if not args.no_report:
         from heartjax.report import build_report

@@ -16,6 +16,8 @@ from typing import Any
 
 from ray.tune import Callback
 
+from heartjax.tune_tables import trial_values
+
 
 def _short(values: dict[str, Any], limit: int = 6) -> str:
     """The first few searched values as `name value` pairs (model name first)."""
@@ -61,7 +63,7 @@ class Progress(Callback):
         self.reached[trial.trial_id] = max(self.reached.get(trial.trial_id, -1), rung)
         score = float(result[self.metric])
         if self.best is None or (rung, score) > self.best[:2]:
-            self.best = (rung, score, dict((trial.config or {}).get("params", {})))
+            self.best = (rung, score, dict(trial_values(trial.config or {})))
             self.show(trials)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:

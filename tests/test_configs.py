@@ -8,7 +8,7 @@ from heartjax.errors import UserError
 
 def test_variants_compose():
     c = load_config("configs/mitbih.py:interpatient,smoke")
-    assert c.model.morph_dropout == 0.9 and c.model.use_template  # from :interpatient
+    assert c.model.morph_dropout == 0.9 and c.model.context == ("rr", "template")  # :interpatient
     assert c.model.num_blocks == 1 and c.train.epochs == 2  # :smoke applied after it
     assert load_config("configs/mitbih.py:cnn2d,smoke").model.name == "cnn2d"
     tuned = load_config("configs/ptb.py:tune_cnn2d")
@@ -61,16 +61,17 @@ def test_record_balance_is_a_share():
         validate(c)
 
 
-def test_irregular_copies_is_a_share_of_mitbih_normal_beats():
-    from heartjax.config import validate
+def test_the_second_lead_table_follows_the_data_folder():
+    c = load_config("configs/mitbih.py:interpatient")
+    assert c.data.extra_train == "data/interpatient_lead2/heart_big_train.parq"
+    c.data.dir = "/tables/interpatient"  # as --config.data.dir sets it
+    assert c.data.extra_train == "/tables/interpatient_lead2/heart_big_train.parq"
+    assert c.to_dict()["data"]["extra_train"] == c.data.extra_train  # saved as a plain path
+    c.data.extra_train = ""  # an explicit value replaces it
+    assert c.data.extra_train == ""
 
-    c = load_config("configs/mitbih.py")
-    c.data.irregular_copies = -0.1
-    with pytest.raises(UserError, match="irregular_copies=-0.1 must be in"):
-        validate(c)
-    c.data.irregular_copies = 0.2
-    validate(c)
-    c = load_config("configs/ptb.py")
-    c.data.irregular_copies = 0.2
-    with pytest.raises(UserError, match="irregular_copies needs data.dataset='mitbih'"):
-        validate(c)
+
+def test_the_search_starts_from_one_mix_for_every_class():
+    c = load_config("configs/mitbih.py:tune_interpatient")
+    assert c.model.morph_mix == (0.75,) and load_config(
+        "configs/mitbih.py:interpatient").model.morph_mix == (0.75, 0.75, 0.4, 0.75, 0.75)

@@ -17,25 +17,19 @@ import wfdb
 
 from heartjax.data import (
     CLASS_NAMES,
-    CONTEXT_COLUMNS,
-    CONTEXT_WIDTH,
-    RHYTHM_FEATURES,
     RR_COLUMNS,
     SIGNAL_LEN,
-    SIZE_FEATURES,
     TABLE_FILES,
     TEMPLATE_FEATURES,
     BeatTable,
     add_training_beats,
     context_features,
-    irregular_copies,
+    context_width,
     load_dataset,
     load_kaggle_ptb,
     load_table,
-    median_difference,
+    needs_rr,
     physionet,
-    rhythm_features,
-    size_features,
     stratified_split,
     template_features,
     train_val_split,
@@ -43,7 +37,6 @@ from heartjax.data import (
 )
 from heartjax.data.__main__ import DEFAULT_LEADS
 from heartjax.data.splits import DS1, DS2, PACED, group_split
-from heartjax.data.template import SIZE_LIMIT
 from heartjax.errors import UserError
 from tests.conftest import run_data_cli
 
@@ -204,106 +197,23 @@ def test_template_features_compare_a_beat_with_its_records_median():
     assert template_features(x)[0, 0] < 0.5  # one record when none are named: wide is usual
     flat = template_features(np.zeros((3, 187)))
     assert np.isfinite(flat).all() and (flat == 0).all()  # nothing to compare: no NaN
-    ctx = context_features(x, np.ones((7, 4)), None)
-    assert ctx.shape == (7, CONTEXT_WIDTH) and (ctx[:, :4] == 1).all()
 
 
-def test_size_features_say_how_a_qrs_differs_from_its_records_median():
+def test_context_holds_the_parts_named_in_their_order():
     t = np.arange(187)
-    narrow = np.exp(-0.5 * ((t - 5) / 3.0) ** 2)
-    wide = np.exp(-0.5 * ((t - 12) / 8.0) ** 2)  # as tall, slower
-    x = np.stack([narrow, narrow, narrow, 2 * narrow, wide])
-    f = size_features(x, np.array(["a"] * 5))
-    assert SIZE_FEATURES == ("qrs_size", "qrs_slope")
-    assert f.shape == (5, 2) and f.dtype == np.float32
-    np.testing.assert_allclose(f[:3], 0.0, atol=1e-6)  # the record's usual beat
-    np.testing.assert_allclose(f[3], np.log(2.0), atol=1e-6)  # twice as big, twice as steep
-    assert f[4, 0] > 0.1 and f[4, 1] < -0.5  # the wide complex spreads further, climbs slower
-    flat = size_features(np.zeros((3, 187)))
-    assert np.isfinite(flat).all() and (flat == 0).all()
-    odd = size_features(np.stack([narrow, narrow, np.zeros(187)]))
-    np.testing.assert_allclose(odd[2], -SIZE_LIMIT)  # a flat beat: capped, not -inf
-    ctx = context_features(x, np.ones((5, 4)), np.array(["a"] * 5))
-    np.testing.assert_array_equal(ctx[:, 10:12], f)
-
-
-def test_median_difference_is_the_beat_against_its_records_median_beat():
-    t = np.arange(187)
-    narrow = np.exp(-0.5 * ((t - 5) / 3.0) ** 2)
-    wide = np.exp(-0.5 * ((t - 25) / 10.0) ** 2)
-    x = np.stack([narrow, narrow, wide, wide, wide, narrow]).astype(np.float32)
-    records = np.array(["a", "a", "a", "b", "b", "b"])
-    d = median_difference(x, records)
-    assert d.shape == (6, 187) and d.dtype == np.float32
-    np.testing.assert_array_equal(d[[0, 1, 3, 4]], 0.0)  # each record's usual beat
-    np.testing.assert_allclose(d[2], wide - narrow, atol=1e-6)  # a's odd one, against a's median
-    np.testing.assert_allclose(d[5], narrow - wide, atol=1e-6)  # b's usual beat is wide
-    ctx = context_features(x, np.ones((6, 4)), records)
-    np.testing.assert_array_equal(ctx[:, -187:], d)
-    assert CONTEXT_COLUMNS[-1] == "vs_median_186" and len(CONTEXT_COLUMNS) == CONTEXT_WIDTH
-
-
-def test_rhythm_features_tell_a_premature_beat_from_an_irregular_rhythm():
-    rng = np.random.default_rng(0)
-    # record a: a steady 0.8 s rhythm with a premature beat (0.5 s, then a 1.1 s pause) every
-    # 20th beat; record b: intervals drawn anew for each beat, as in atrial fibrillation
-    steady = np.full(200, 0.8)
-    steady[20::20], steady[21::20] = 0.5, 1.1
-    irregular = rng.uniform(0.4, 1.2, 200)
-    samples = [np.concatenate([[0], np.cumsum(r)]) * 360 for r in (steady, irregular)]
-    rr = np.concatenate([physionet.rr_features(s, 360) for s in samples])
-    records = np.repeat(["a", "b"], 201)
-    f = rhythm_features(rr, records)
-    assert RHYTHM_FEATURES == ("rr_irregularity", "prev_local_median", "next_local_median",
-                               "prev_record_median")
-    assert f.shape == (402, 4) and f.dtype == np.float32 and np.isfinite(f).all()
-    premature = np.flatnonzero(np.isclose(rr[:201, 0], 0.5))  # beats that follow the 0.5 s
-    ordinary = np.setdiff1d(np.arange(40, 160), np.concatenate([premature - 1, premature, premature + 1]))
-    # the rhythm is steady around the premature beats: their own steps do not move the median
-    assert np.abs(f[40:160, 0]).max() < 1e-6
-    assert np.median(f[201 + 40:201 + 160, 0]) > 0.2  # irregular everywhere
-    np.testing.assert_allclose(f[premature, 1], np.log(0.5 / 0.8), atol=1e-6)  # early by 0.5/0.8
-    np.testing.assert_allclose(f[premature, 2], np.log(1.1 / 0.8), atol=1e-6)  # then the pause
-    np.testing.assert_allclose(f[premature, 3], np.log(0.5 / 0.8), atol=1e-6)
-    np.testing.assert_allclose(f[ordinary, 1:], 0.0, atol=1e-6)
-    # the records are separate: b's irregularity is not a's, and one record alone gives the same
-    np.testing.assert_array_equal(f[:201], rhythm_features(rr[:201]))
-    ctx = context_features(np.zeros((402, 187), np.float32), rr, records)
-    np.testing.assert_array_equal(ctx[:, 6:10], f)
-
-
-def test_irregular_copies_append_normal_beats_in_made_up_fibrillation():
-    # two records, each a steady 0.8 s rhythm of 100 beats, every tenth one S (label 1)
-    n = 100
-    samples = np.arange(n) * 0.8 * 360
-    rr = np.concatenate([physionet.rr_features(samples, 360)] * 2)
-    y = np.tile(np.where(np.arange(n) % 10 == 5, 1, 0), 2).astype(np.int32)
-    x = np.random.default_rng(0).random((2 * n, 187)).astype(np.float32)
-    meta = pd.DataFrame(rr, columns=list(RR_COLUMNS))
-    meta.insert(0, "record", np.repeat(["a", "b"], n))
-    table = BeatTable(x, y, "mitbih", "", meta)
-    out = irregular_copies(table, 0.5, seed=0)
-    assert len(out) == 2 * n + 2 * 45  # half of each record's 90 N beats
-    assert np.bincount(out.y).tolist() == [180 + 90, 20]  # the copies are N
-    records = out.meta["record"].to_numpy()
-    # each record's own beats first, in order, then its copies: shapes of its own N beats
-    for k, r in enumerate("ab"):
-        rows = np.flatnonzero(records == r)
-        assert rows.tolist() == list(range(rows[0], rows[0] + n + 45))
-        np.testing.assert_array_equal(out.x[rows[:n]], x[k * n:(k + 1) * n])
-        own_normal = {row.tobytes() for row in x[k * n:(k + 1) * n][y[:n] == 0]}
-        assert all(row.tobytes() in own_normal for row in out.x[rows[n:]])
-    irregularity = rhythm_features(out.rr, records)[:, 0]
-    steady = np.flatnonzero(records == "a")[:n - 40]  # far from the stretch's start
-    copies = np.flatnonzero(records == "a")[n + 33:]  # the stretch's own neighbourhood
-    assert irregularity[steady].max() < 1e-6 and np.median(irregularity[copies]) > 0.1
-    assert np.all(np.isfinite(out.rr)) and (out.rr > 0).all()
-    # seeded; share 0 leaves the table as it is
-    np.testing.assert_array_equal(irregular_copies(table, 0.5, seed=0).rr, out.rr)
-    assert irregular_copies(table, 0.0, seed=0) is table
-    # a table without records (the kaggle CSVs) cannot hold a stretch of fibrillation
-    with pytest.raises(UserError, match="irregular_copies needs the rr_prev.*record columns"):
-        irregular_copies(BeatTable(x, y, "mitbih"), 0.5, seed=0)
+    x = np.stack([np.exp(-0.5 * ((t - c) / 3.0) ** 2) for c in (5, 5, 25)]).astype(np.float32)
+    rr = np.arange(12, dtype=np.float32).reshape(3, 4)
+    template = template_features(x, None)
+    np.testing.assert_array_equal(context_features(x, rr, None, ("rr", "template")),
+                                  np.concatenate([rr, template], axis=1))
+    np.testing.assert_array_equal(context_features(x, rr, None, ("template", "rr")),
+                                  np.concatenate([template, rr], axis=1))
+    # computed only when named: no part, no columns; the template part needs no R-R columns
+    none = context_features(x, None, None, ())
+    assert none.shape == (3, 0) and none.dtype == np.float32
+    np.testing.assert_array_equal(context_features(x, None, None, ("template",)), template)
+    assert context_width(("rr", "template")) == 6 and context_width(()) == 0
+    assert needs_rr(("template", "rr")) and not needs_rr(("template",))
 
 
 def test_ptb_label_from_header_comments():

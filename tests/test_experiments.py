@@ -155,7 +155,8 @@ def test_crossval_validates_every_record_once_and_pools_the_folds(mitbih_tables,
     # the mix asked for and the config's own (one per class), then the config's with
     # batch-norm adaptation
     own = [0.75, 0.75, 0.4, 0.75, 0.75]
-    assert [(r["morph_mix"], r["adapt_norm"]) for r in out["rows"]] == [(0.25, 0), (own, 0), (own, 1)]
+    settings = [(r["morph_mix"], r["adapt_norm"]) for r in out["rows"]]
+    assert settings == [([0.25], 0), (own, 0), (own, 1)]
     for row in out["rows"]:  # pooled: every training beat is predicted once, out of fold
         cm = np.array(row["confusion_matrix"])
         assert cm.sum() == len(train)
@@ -165,7 +166,7 @@ def test_crossval_validates_every_record_once_and_pools_the_folds(mitbih_tables,
     assert bad.returncode == 2 and "unknown --variants nope" in bad.stderr
     # a config override trains its own models: the folds' models of another config are not reused
     bad = _run_script("crossval", "--data-dir", mitbih_tables, "--lead2", "", "--folds", 3,
-                      "--config.model.use_rhythm=True", "--work", tmp_path / "work",
+                      "--config.model.rr_seconds=True", "--work", tmp_path / "work",
                       "--out", tmp_path / "out2")
     assert bad.returncode == 2 and "another config" in bad.stderr, bad.stderr[-2000:]
     assert not (tmp_path / "out2").exists()
@@ -201,12 +202,13 @@ def test_batch_norm_adaptation_normalises_each_record_by_its_own_beats(mitbih_mo
     from heartjax.data import context_features, load_dataset
     from heartjax.models import build_model
 
-    model = load_checkpoint(mitbih_model).with_model(morph_mix=0.0, morph_dropout=0.0, dropout=0.0)
+    model = load_checkpoint(mitbih_model).with_model(morph_mix=(), morph_dropout=0.0, dropout=0.0)
     table = load_dataset(mitbih_tables, "mitbih", "test")
     table = table.subset(np.flatnonzero(np.asarray(table.records).astype(str) == table.records[0])[:400])
     module = build_model(model.config.model, len(model.class_names))
-    logits, _ = module.apply(model.variables, table.x, context_features(table.x, table.rr),
-                             train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(0)})
+    ctx = context_features(table.x, table.rr, None, model.config.model.context)
+    logits, _ = module.apply(model.variables, table.x, ctx, train=True, mutable=["batch_stats"],
+                             rngs={"dropout": jax.random.PRNGKey(0)})
     adapted = adapted_proba(model, table, 1.0)
     np.testing.assert_allclose(adapted, np.asarray(jax.nn.softmax(logits)), atol=2e-4)
     trained = model.predict_proba(table.x, table.rr)

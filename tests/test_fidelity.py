@@ -264,8 +264,8 @@ def test_shipped_spaces_and_start_points_are_valid(spec):
 
 
 def test_ptb_space_has_no_rr_inputs():
-    assert "use_rr" not in default_space(context=False)["model"]
-    assert "use_rr" in default_space()["model"]
+    assert "context" not in default_space(context=False)["model"]
+    assert "context" in default_space()["model"]
 
 
 class _Trial:

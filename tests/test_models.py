@@ -30,7 +30,8 @@ SMALL = {
 
 
 def synthetic_beats(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Two classes that differ in shape: a narrow early R wave vs a wide late one with a dip."""
+    """Two classes that differ in shape: a narrow early R wave vs a wide late one with a dip;
+    their context ("rr", "template"): 4 R-R intervals and 2 template columns."""
     rng = np.random.default_rng(seed)
     t = np.arange(187)[None, :]
     y = np.arange(n) % 2
@@ -40,8 +41,8 @@ def synthetic_beats(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.n
         -0.5 * ((t - 120 - shift) / 6.0) ** 2
     )
     x = np.where(y[:, None] == 0, narrow, wide) + 0.05 * rng.normal(size=(n, 187))
-    rr = np.concatenate([rng.uniform(0.6, 1.2, size=(n, 4)), rng.uniform(0.0, 1.0, size=(n, 2)),
-                         rng.normal(0.0, 0.2, size=(n, 6)), x - np.median(x, axis=0)], axis=1)
+    rr = np.concatenate([rng.uniform(0.6, 1.2, size=(n, 4)), rng.uniform(0.0, 1.0, size=(n, 2))],
+                        axis=1)
     return x.astype(np.float32), rr.astype(np.float32), y.astype(np.int32)
 
 
@@ -50,10 +51,12 @@ def loss_of(logits, y):
 
 
 class Small:
-    """A small variant of one architecture (use_rr, dropout 0.2) and its jitted functions."""
+    """A small variant of one architecture (context ("rr", "template"), dropout 0.2) and its
+    jitted functions."""
 
     def __init__(self, name: str):
-        self.model = build_model({"name": name, **SMALL[name], "use_rr": True, "dropout": 0.2}, 2)
+        self.model = build_model({"name": name, **SMALL[name], "context": ("rr", "template"),
+                                  "dropout": 0.2}, 2)
         self.x, self.rr, self.y = synthetic_beats(32)
         self.variables = jax.jit(self.model.init)(RNGS, self.x, self.rr)
         self.eval = jax.jit(lambda v, x, rr: self.model.apply(v, x, rr))
@@ -95,7 +98,7 @@ def test_registry_lists_all_models():
     assert available_models() == MODELS
     for name in MODELS:
         cfg = default_model_config(name)
-        assert cfg.name == name and {"use_rr", "norm", "dropout", "head_hidden"} <= set(cfg)
+        assert cfg.name == name and {"context", "norm", "dropout", "head_hidden"} <= set(cfg)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -103,8 +106,7 @@ def test_registry_lists_all_models():
 def test_default_model_shapes(name, num_classes):
     x, rr, _ = synthetic_beats(3)
     cfg = default_model_config(name)
-    cfg.use_rr = num_classes == 2  # both paths, without tracing every model four times
-    cfg.use_median_diff = num_classes == 2  # the convolutions see two channels
+    cfg.context = ("rr", "template") if num_classes == 2 else ()  # both paths, traced once
     model = build_model(cfg, num_classes)
     variables = jax.eval_shape(model.init, RNGS, x, rr)
     logits = jax.eval_shape(model.apply, variables, x, rr)
@@ -144,18 +146,39 @@ def test_train_mode_uses_dropout_and_batch_stats(small):
         assert any(changed)  # the running statistics were updated
 
 
-def test_use_rr(small):
+def test_the_context_is_read_as_named(small):
     logits = small.eval(small.variables, small.x, small.rr)
-    assert not np.allclose(logits, small.eval(small.variables, small.x, small.rr * 1.5))
-    with pytest.raises(ValueError, match="rr"):
+    for part in (slice(0, 4), slice(4, 6)):  # each part moves the logits
+        moved = small.rr.copy()
+        moved[:, part] *= 1.5
+        assert not np.allclose(logits, small.eval(small.variables, small.x, moved))
+    with pytest.raises(ValueError, match="reads 6 context columns"):
         jax.eval_shape(small.model.apply, small.variables, small.x)
+    with pytest.raises(ValueError, match="reads 4 context columns"):  # ("rr",): 4 columns
+        jax.eval_shape(small.model.clone(context=("rr",)).init, RNGS, small.x, small.rr)
+    for bad in (("rhythm",), ("rr", "rr")):
+        with pytest.raises(UserError, match="model.context.*at most once"):
+            build_model({"name": "cnn1d", "context": bad}, 5)
+    with pytest.raises(UserError, match="model.context.*wrong type"):
+        build_model({"name": "cnn1d", "context": (1,)}, 5)
+
+
+def test_every_context_part_has_a_reader():
+    from heartjax.data import PARTS, context_width
+
+    assert set(layers.READERS) == set(PARTS) == {"rr", "template"}
+    assert context_width(("rr", "template")) == 6 and context_width(()) == 0
+
+
+def head_inputs(n: int, seed: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Pooled features (n, 6) and an R-R context (n, 4)."""
+    rng = np.random.default_rng(seed)
+    return jnp.asarray(rng.normal(size=(n, 6))), jnp.asarray(rng.uniform(0.5, 1, (n, 4)))
 
 
 def test_morph_dropout_drops_whole_beat_shapes():
-    head = layers.Head(3, (), use_rr=True, morph_dropout=0.5)
-    rng = np.random.default_rng(0)
-    h = jnp.asarray(rng.normal(size=(64, 6)))
-    rr = jnp.asarray(rng.uniform(0.5, 1, (64, layers.CONTEXT_WIDTH)))
+    head = layers.Head(3, (), context=("rr",), morph_dropout=0.5)
+    h, rr = head_inputs(64, 0)
     variables = head.init(KEY, h, rr, False)
     dropped = head.apply(variables, h, rr, True, rngs={"dropout": KEY})
     zero = head.apply(variables, jnp.zeros_like(h), rr, False)
@@ -165,17 +188,15 @@ def test_morph_dropout_drops_whole_beat_shapes():
     is_kept = np.isclose(dropped, kept, atol=1e-5).all(1)
     assert (is_zero | is_kept).all() and 10 < is_zero.sum() < 54
     np.testing.assert_allclose(head.apply(variables, h, rr, False),  # evaluation keeps all
-                               layers.Head(3, (), use_rr=True).apply(variables, h, rr, False))
-    with pytest.raises(UserError, match="model.morph_dropout.*use_rr"):
+                               layers.Head(3, (), context=("rr",)).apply(variables, h, rr, False))
+    with pytest.raises(UserError, match="model.morph_dropout.*needs model.context"):
         build_model({"name": "resnet1d", "morph_dropout": 0.5}, 5)
 
 
 def test_morph_mix_averages_the_predictions_with_and_without_the_shape():
-    rng = np.random.default_rng(1)
-    h = jnp.asarray(rng.normal(size=(16, 6)))
-    rr = jnp.asarray(rng.uniform(0.5, 1, (16, layers.CONTEXT_WIDTH)))
-    plain = layers.Head(3, (8,), use_rr=True, morph_dropout=0.8)
-    mixed = layers.Head(3, (8,), use_rr=True, morph_dropout=0.8, morph_mix=0.25)
+    h, rr = head_inputs(16, 1)
+    plain = layers.Head(3, (8,), context=("rr",), morph_dropout=0.8)
+    mixed = layers.Head(3, (8,), context=("rr",), morph_dropout=0.8, morph_mix=(0.25,))
     variables = plain.init(KEY, h, rr, False)  # the mix adds no parameters
     with_shape = jax.nn.softmax(plain.apply(variables, h, rr, False))
     without = jax.nn.softmax(plain.apply(variables, jnp.zeros_like(h), rr, False))
@@ -186,23 +207,25 @@ def test_morph_mix_averages_the_predictions_with_and_without_the_shape():
     np.testing.assert_allclose(mixed.apply(variables, h, rr, True, rngs={"dropout": KEY}),
                                plain.apply(variables, h, rr, True, rngs={"dropout": KEY}))
     # one weight per class: each class's two probabilities weighed apart, then renormalised
-    by_class = layers.Head(3, (8,), use_rr=True, morph_dropout=0.8, morph_mix_by_class=(0.25, 0.25, 0.9))
+    by_class = layers.Head(3, (8,), context=("rr",), morph_dropout=0.8, morph_mix=(0.25, 0.25, 0.9))
     want = np.asarray(with_shape) * [0.75, 0.75, 0.1] + np.asarray(without) * [0.25, 0.25, 0.9]
     np.testing.assert_allclose(jax.nn.softmax(by_class.apply(variables, h, rr, False)),
                                want / want.sum(1, keepdims=True), rtol=1e-5, atol=1e-6)
-    same = layers.Head(3, (8,), use_rr=True, morph_dropout=0.8, morph_mix_by_class=(0.25,) * 3)
+    same = layers.Head(3, (8,), context=("rr",), morph_dropout=0.8, morph_mix=(0.25,) * 3)
     np.testing.assert_allclose(same.apply(variables, h, rr, False),  # as one weight for all
                                mixed.apply(variables, h, rr, False), rtol=1e-5, atol=1e-6)
     with pytest.raises(UserError, match="model.morph_mix.*morph_dropout"):
-        build_model({"name": "resnet1d", "use_rr": True, "morph_mix": 0.5}, 5)
-    with pytest.raises(UserError, match="model.morph_mix_by_class.*one weight in \\[0, 1\\] per class"):
-        build_model({"name": "resnet1d", "use_rr": True, "morph_dropout": 0.5,
-                     "morph_mix_by_class": (0.5, 0.5)}, 5)
-    model = build_model({"name": "resnet1d", "use_rr": True, "morph_dropout": 0.5,
-                         "morph_mix_by_class": [0.75, 0.75, 0.4, 0.75, 1]}, 5)
-    assert model.morph_mix_by_class == (0.75, 0.75, 0.4, 0.75, 1.0)  # numbers, as floats
+        build_model({"name": "resnet1d", "context": ("rr",), "morph_mix": (0.5,)}, 5)
+    with pytest.raises(UserError, match="model.morph_mix.*one weight in \\[0, 1\\], one per class"):
+        build_model({"name": "resnet1d", "context": ("rr",), "morph_dropout": 0.5,
+                     "morph_mix": (0.5, 0.5)}, 5)
+    model = build_model({"name": "resnet1d", "context": ["rr"], "morph_dropout": 0.5,
+                         "morph_mix": [0.75, 0.75, 0.4, 0.75, 1]}, 5)
+    assert model.morph_mix == (0.75, 0.75, 0.4, 0.75, 1.0)  # numbers, as floats
+    assert model.context == ("rr",)
     with pytest.raises(UserError, match="model.morph_mix.*in \\[0, 1\\]"):
-        build_model({"name": "resnet1d", "use_rr": True, "morph_dropout": 0.5, "morph_mix": 2.0}, 5)
+        build_model({"name": "resnet1d", "context": ("rr",), "morph_dropout": 0.5,
+                     "morph_mix": (2.0,)}, 5)
 
 
 def test_conv_impls_give_the_same_model(small):
@@ -239,38 +262,7 @@ def test_adam_lowers_loss_on_synthetic_beats(small):
     assert final < 0.5 * initial, (initial, final)
 
 
-@pytest.mark.parametrize(
-    "field, columns",
-    [("use_template", slice(4, 6)), ("use_rhythm", slice(6, 10)), ("use_irregularity", slice(6, 7)),
-     ("use_size", slice(10, 12)), ("use_median_diff", slice(12, 199))],
-)
-def test_a_context_part_is_read_only_when_its_field_is_on(small, field, columns):
-    """Without the field the head ignores its context columns; with it, it reads them."""
-    moved = small.rr.copy()
-    moved[:, columns] = moved[:, columns][::-1]
-    without = small.eval(small.variables, small.x, small.rr)
-    np.testing.assert_array_equal(without, small.eval(small.variables, small.x, moved))
-    model = small.model.clone(**{field: True})
-    variables = model.init(RNGS, small.x, small.rr)
-    assert not np.allclose(model.apply(variables, small.x, small.rr),
-                           model.apply(variables, small.x, moved))
-    with pytest.raises(UserError, match=f"model.{field}.*use_rr"):
-        build_model({"name": "cnn1d", field: True}, 5)
-
-
-def test_use_irregularity_reads_no_other_rhythm_column(small):
-    model = small.model.clone(use_irregularity=True)
-    variables = model.init(RNGS, small.x, small.rr)
-    moved = small.rr.copy()
-    moved[:, 7:10] = moved[:, 7:10][::-1] + 1.0
-    np.testing.assert_array_equal(model.apply(variables, small.x, small.rr),
-                                  model.apply(variables, small.x, moved))
-
-
-def test_template_features_and_the_context_width():
-    from heartjax.data import CONTEXT_WIDTH
-
-    assert layers.CONTEXT_WIDTH == CONTEXT_WIDTH  # what the data layer sends
+def test_template_features():
     f = layers.template_features(jnp.array([[0.9, 0.05], [0.1, 0.0]]))
     np.testing.assert_allclose(
         f, [[0.9, np.log(0.05)], [0.1, np.log(1e-3)]], rtol=1e-5, atol=1e-7
@@ -282,7 +274,7 @@ def test_rr_features():
     f = layers.rr_features(rr)
     np.testing.assert_allclose(np.exp(f[0]), [0.8, 1.0, 0.5, 2.0, 1.6, 2.0, 0.4, 0.5, 0.25],
                                rtol=1e-5)
-    assert f.shape == (2, layers.NUM_RR_FEATURES)
+    assert f.shape == (2, 9)
     assert np.isfinite(np.asarray(f)).all()  # a zero mean stays finite
     # ratios only: the same numbers without the intervals in seconds, so doubling every
     # interval (a slower heart) changes nothing

@@ -30,7 +30,7 @@ def test_each_member_trains_as_it_would_alone(ptb_tables, optimizer):
     config.train.optimizer = optimizer
     configs = population.member_configs(config, MEMBERS)
     table = load_table(ptb_tables / "heart_train.parq")
-    data = T.to_arrays(table.subset(np.arange(640)))
+    data = T.to_arrays(table.subset(np.arange(640)), config.model.context)
     perm = jnp.asarray(np.random.default_rng(0).permutation(640).reshape(10, 64))
     model = build_model(config.model, 2)
     tx = T.create_optimizer(config.train, 100)

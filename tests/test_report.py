@@ -1,12 +1,15 @@
-"""The tuning report: one tiny real PTB tune, then `python -m heartjax.report` on it."""
+"""The tuning report: one tiny real PTB tune, then `python -m heartjax.report` on it; the
+tables per architecture on a made-up run."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import struct
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -45,16 +48,29 @@ def _reported(tune_run: Path) -> pd.DataFrame:
     return trials[ok].sort_values("val_macro_recall", ascending=False, kind="stable")
 
 
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split(" | ")]
+
+
+def _md_tables(md: str) -> list[tuple[list[str], list[list[str]]]]:
+    """The trial tables (one per architecture) of the first run: (header, body rows)."""
+    section = md[md.index("### Trials by"):]
+    lines = section[:section.find("\n### ", 1)].splitlines()
+    tables = []
+    for i, ln in enumerate(lines):
+        if ln.startswith("|") and i + 1 < len(lines) and lines[i + 1].startswith("| :--"):
+            body = []
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                body.append(_cells(row))
+            tables.append((_cells(ln), body))
+    return tables
+
+
 def _md_rows(md: str) -> list[list[str]]:
-    """Body rows of the first markdown table: cells, stripped."""
-    lines = md[md.index("### Trials by"):].splitlines()
-    start = next(i for i, ln in enumerate(lines) if ln.startswith("|"))
-    rows = []
-    for ln in lines[start + 2:]:
-        if not ln.startswith("|"):
-            break
-        rows.append([c.strip() for c in ln.strip().strip("|").split(" | ")])
-    return rows
+    """Body rows of all trial tables of the first run: cells, stripped."""
+    return [row for _, body in _md_tables(md) for row in body]
 
 
 def test_table_has_one_row_per_trial_best_first_with_test_metrics(tune_run, report):
@@ -94,20 +110,91 @@ def test_markdown_table_blanks_values_equal_to_the_base_row(report):
     out, _ = report
     md = (out / "summary.md").read_text()
     table = pd.read_csv(out / "summary.csv", dtype={"trial_id": str})
-    rows = _md_rows(md)
+    (header, rows), = _md_tables(md)  # one architecture: one table
     assert len(rows) == len(table)
     assert rows[0][0] == "base" and rows[0][1] == table["trial_id"].iloc[0]
-    header = md[md.index("### Trials by"):].splitlines()[2]
-    cells = [c.strip() for c in header.strip().strip("|").split(" | ")]
-    col = cells.index("batch_size")
-    base = table["param:train.batch_size"].iloc[0]
-    assert rows[0][col] == str(base)
-    for row, value in zip(rows[1:], table["param:train.batch_size"].iloc[1:], strict=True):
-        assert row[col] == ("" if value == base else str(value))
-    test_col = cells.index("test macro recall")
+    batch = table["param:train.batch_size"]
+    if batch.nunique() > 1:  # a searched field that varies is a column, blank where as the base
+        col = header.index("batch_size")
+        assert rows[0][col] == str(batch.iloc[0])
+        for row, value in zip(rows[1:], batch.iloc[1:], strict=True):
+            assert row[col] == ("" if value == batch.iloc[0] else str(value))
+    else:  # alike in every trial: named above the table, not a column
+        assert "batch_size" not in header
+        assert re.search(rf"Alike in every trial here: .*batch_size {batch.iloc[0]}", md)
+    test_col = header.index("test macro recall")
     assert all(re.fullmatch(r"0\.\d{3}|1\.000", r[test_col]) for r in rows)
     assert "### Precision paid for recall" in md
     assert re.search(r"recall >= 0\.99 of abnormal .* precision 0\.\d{3}", md)
+
+
+def test_report_names_no_machine_paths_of_the_run(tune_run, report):
+    out, _ = report
+    assert f"- Run: {tune_run.name}\n" in (out / "summary.md").read_text()
+    saved = json.loads((tune_run / "summary.json").read_text())
+    written = (out / "run_summary.json").read_text()
+    assert str(tune_run) not in written and str(tune_run) in json.dumps(saved)
+    assert json.loads(written).keys() == saved.keys()
+    checkpoints = pd.read_csv(out / "summary.csv")["checkpoint"].dropna()
+    assert len(checkpoints) and not any(c.startswith("/") for c in checkpoints)
+    assert all((tune_run / c).is_dir() for c in checkpoints)
+
+
+def _made_up_run():
+    """A run of two architectures over made-up trials: resnet1d's own channels and kernel,
+    cnn2d's own channels, a shared learning rate and a loss that only resnet1d varied."""
+    import ml_collections
+
+    from heartjax.report import Run
+    from heartjax.report.runs import _params
+
+    nan = np.nan
+    table = pd.DataFrame({
+        "trial_id": ["a", "b", "c", "d"], "status": "finished", "rank": [1, 2, 3, 4],
+        "base": [True, False, False, False],
+        "param:model.name": ["resnet1d", "cnn2d", "resnet1d", "cnn2d"],
+        "param:train.learning_rate": [1e-3, 2e-3, 1e-3, 3e-3],
+        "param:train.loss": ["focal", "focal", "weighted_ce", "focal"],
+        "param:model.resnet1d.channels": [32, nan, 64, nan],
+        "param:model.resnet1d.kernel_size": [7, nan, 7, nan],
+        "param:model.cnn2d.channels": [nan, 16, nan, 16],
+        "val_macro_recall": [0.9, 0.8, 0.7, 0.6],
+    })
+    paths = ["model.name", "train.learning_rate", "train.loss", "model.resnet1d.channels",
+             "model.resnet1d.kernel_size", "model.cnn2d.channels"]
+    summary = {"search_space": [{"path": p, "kind": "choice", "args": [[]]} for p in paths]}
+    config = ml_collections.ConfigDict({"model": {"name": "cnn1d"}, "data": {"dataset": "mitbih"}})
+    run = Run(path=Path("run"), name="run", config=config, summary=summary, dataset_info={},
+              trials=table, epochs=pd.DataFrame(), params=_params(summary, table),
+              metric="val_macro_recall", mode="max", ranked=table)
+    return run, table
+
+
+def test_a_table_per_architecture_shows_the_fields_that_vary_in_it():
+    from heartjax.report import display_columns, display_rows, model_groups
+
+    run, table = _made_up_run()
+    resnet, cnn2d = model_groups(run, table)
+    assert (resnet.model, cnn2d.model) == ("resnet1d", "cnn2d")  # the best trial's first
+    assert resnet.table["trial_id"].tolist() == ["a", "c"]
+    # another model's fields and the fields alike in every trial are no columns
+    assert [p.name for p in resnet.params] == ["loss", "channels"]
+    assert resnet.fixed == {"learning_rate": 1e-3, "kernel_size": 7}
+    assert [p.name for p in cnn2d.params] == ["learning_rate"]
+    assert cnn2d.fixed == {"loss": "focal", "channels": 16}
+    cols = display_columns(run, cnn2d.table, cnn2d.params)
+    rows = display_rows(run, cnn2d.table, cols)
+    # the architecture's best row is in full, with its rank in the whole run
+    assert [r[:4] for r in rows] == [["2", "b", "finished", "0.002"], ["4", "d", "finished", "0.003"]]
+
+
+def test_one_architecture_is_one_table_named_after_the_config_model():
+    from heartjax.report import model_groups
+
+    run, table = _made_up_run()
+    table = table[table["param:model.name"] == "cnn2d"].drop(columns="param:model.name")
+    (group,) = model_groups(run, table)
+    assert group.model == "cnn1d" and len(group.table) == 2
 
 
 def test_plots_and_pdf_are_written(report):

@@ -272,47 +272,81 @@ def test_with_model_changes_the_mix_of_the_same_weights(mitbih_model, mitbih_tab
 
     model = heartjax.load_checkpoint(mitbih_model)
     own = (0.75, 0.75, 0.4, 0.75, 0.75)
-    assert tuple(model.config.model.morph_mix_by_class) == own
+    assert tuple(model.config.model.morph_mix) == own
     test = load_dataset(mitbih_tables, "mitbih", "test").subset(np.arange(2000))
 
     def proba(m):
         return m.predict_proba(test.x, test.rr, test.records)
 
-    np.testing.assert_allclose(proba(model.with_model(morph_mix_by_class=own)), proba(model), atol=1e-6)
-    same = proba(model.with_model(morph_mix=0.75))  # one mix for every class
-    shape_only, half = proba(model.with_model(morph_mix=0.0)), proba(model.with_model(morph_mix=0.375))
+    np.testing.assert_allclose(proba(model.with_model(morph_mix=own)), proba(model), atol=1e-6)
+    same = proba(model.with_model(morph_mix=(0.75,)))  # one mix for every class
+    shape_only = proba(model.with_model(morph_mix=()))
+    half = proba(model.with_model(morph_mix=(0.375,)))
     assert np.abs(shape_only - same).max() > 0.05  # the mix matters to these beats
     assert np.abs(proba(model) - same).max() > 1e-3  # and V's own mix to some
     # the mixture is linear in the mix: 0.375 lies halfway between 0 and 0.75
     np.testing.assert_allclose(half, (shape_only + same) / 2, atol=1e-5)
     # V's own mix: the one-mix probabilities of 0.4 for V, 0.75 for the others, renormalised
-    at_04 = proba(model.with_model(morph_mix=0.4))
+    at_04 = proba(model.with_model(morph_mix=(0.4,)))
     mixed = np.concatenate([same[:, :2], at_04[:, 2:3], same[:, 3:]], axis=1)
     np.testing.assert_allclose(proba(model), mixed / mixed.sum(1, keepdims=True), atol=1e-5)
-    assert tuple(model.config.model.morph_mix_by_class) == own  # the loaded model is left as it was
+    assert tuple(model.config.model.morph_mix) == own  # the loaded model is left as it was
 
 
-def test_irregular_copies_join_training_only(mitbih_tables):
-    """Made-up fibrillation adds a fifth of each training record's N beats to training; the
-    held-out records are untouched."""
-    from heartjax.data import rhythm_features
+def _as_saved_before(config: dict) -> dict:
+    """`config` as heartjax saved it before model.context and the one morph_mix: use_rr and
+    use_template, morph_mix beside morph_mix_by_class, the inputs since removed (off), and
+    without the fields added since (here at their defaults)."""
+    c = json.loads(json.dumps(config))
+    model = c["model"]
+    parts, mix = model.pop("context"), model.pop("morph_mix")
+    model.update(use_rr="rr" in parts, use_template="template" in parts, morph_mix=0.75,
+                 morph_mix_by_class=mix, use_rhythm=False, use_irregularity=False,
+                 use_size=False, use_median_diff=False)
+    c["data"]["irregular_copies"] = 0.0
+    for section, field in (("model", "conv_impl"), ("train", "eval_every"),
+                           ("train", "record_balance_classes")):
+        del c[section][field]
+    del c["train"]["augment"]["motion"]
+    return c
 
-    config = load_config("configs/mitbih.py:interpatient")
-    config.data.dir, config.data.extra_train = str(mitbih_tables), ""
-    train, val = load_splits(config)
-    config.data.irregular_copies = 0.2
-    more, same_val = load_splits(config)
-    np.testing.assert_array_equal(same_val.x, val.x)
-    np.testing.assert_array_equal(same_val.rr, val.rr)
-    added = len(more) - len(train)
-    assert np.bincount(more.y, minlength=5)[1:].tolist() == np.bincount(train.y, minlength=5)[1:].tolist()
-    assert added == pytest.approx(0.2 * (train.y == 0).sum(), rel=0.01)
-    assert set(more.records.astype(str)) == set(train.records.astype(str))
-    # each record's own rows first, as they were, then its copies, irregular
-    records, own = more.records.astype(str), train.records.astype(str)
-    irregularity = rhythm_features(more.rr, records)[:, 0]
-    names, counts = np.unique(own, return_counts=True)
-    for r in names[np.argsort(-counts)[:3]]:  # the largest records: stretches of > 33 copies
-        rows, n = np.flatnonzero(records == r), int((own == r).sum())
-        np.testing.assert_array_equal(more.x[rows[:n]], train.x[own == r])
-        assert (more.y[rows[n:]] == 0).all() and np.median(irregularity[rows[n + 33:]]) > 0.1
+
+def test_a_checkpoint_saved_before_todays_fields_loads_as_it_was(mitbih_model, mitbih_tables,
+                                                                 tmp_path):
+    from heartjax.checkpoint import best_checkpoint
+    from heartjax.data import load_dataset
+
+    step, _ = best_checkpoint(mitbih_model)
+    shutil.copytree(step, tmp_path / "old")
+    meta_file = tmp_path / "old" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    meta["config"] = _as_saved_before(meta["config"])
+    meta_file.write_text(json.dumps(meta))
+    model, old = heartjax.load_checkpoint(mitbih_model), heartjax.load_checkpoint(tmp_path / "old")
+    def saved(m):
+        return json.loads(json.dumps(m.config.to_dict()))
+
+    assert saved(old) == saved(model)
+    test = load_dataset(mitbih_tables, "mitbih", "test").subset(np.arange(500))
+    np.testing.assert_array_equal(old.predict_proba(test.x, test.rr, test.records),
+                                  model.predict_proba(test.x, test.rr, test.records))
+    meta["config"]["model"]["use_size"] = True  # an input heartjax no longer has
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="model.use_size=True.*commit 1daa95e"):
+        heartjax.load_checkpoint(tmp_path / "old")
+
+
+def test_migrate_maps_the_old_fields():
+    from heartjax.config import base_config, migrate
+
+    saved = base_config("ptb", "cnn1d").to_dict()
+    del saved["model"]["context"], saved["train"]["eval_every"]
+    saved["model"].update(use_rr=False, use_template=False, morph_mix=0.0)
+    new = migrate(saved)
+    assert new["model"]["context"] == () and new["model"]["morph_mix"] == ()
+    assert new["train"]["eval_every"] == 1 and "use_rr" not in new["model"]
+    assert "use_rr" in saved["model"]  # the saved dict is left as it was
+    saved["model"].update(use_rr=True, morph_mix=0.5)
+    assert migrate(saved)["model"]["context"] == ("rr",)
+    assert migrate(saved)["model"]["morph_mix"] == (0.5,)
+    assert migrate(new) == new  # today's config is left as it is

@@ -268,13 +268,13 @@ def test_ctrl_c_on_a_ladder_says_how_to_resume_and_resume_finishes(ptb_tables, t
 def test_trial_status(error, state, metrics, cut, status):
     from types import SimpleNamespace
 
-    from heartjax.tune import trial_status
+    from heartjax.tune_tables import trial_status
 
     assert trial_status(SimpleNamespace(error=error, metrics=metrics), state, cut) == status
 
 
 def test_a_search_is_cut_when_trials_are_left_to_run():
-    from heartjax.tune import run_was_cut
+    from heartjax.tune_tables import run_was_cut
 
     assert not run_was_cut({"a": "TERMINATED", "b": "PAUSED", "c": "ERROR"})
     assert run_was_cut({"a": "TERMINATED", "b": "PAUSED", "c": "PENDING"})

@@ -3,8 +3,7 @@
 Building needs wfdb/scipy and lives in `heartjax.data.physionet` (CLI: `python -m heartjax.data`).
 """
 
-from heartjax.data.context import CONTEXT_COLUMNS, CONTEXT_WIDTH, context_features
-from heartjax.data.rhythm import RHYTHM_FEATURES, irregular_copies, rhythm_features
+from heartjax.data.context import PARTS, context_features, context_width, needs_rr
 from heartjax.data.splits import add_training_beats, stratified_split, train_val_split
 from heartjax.data.tables import (
     CLASS_NAMES,
@@ -17,34 +16,23 @@ from heartjax.data.tables import (
     load_table,
     write_table,
 )
-from heartjax.data.template import (
-    SIZE_FEATURES,
-    TEMPLATE_FEATURES,
-    median_difference,
-    size_features,
-    template_features,
-)
+from heartjax.data.template import TEMPLATE_FEATURES, template_features
 
 __all__ = [
     "CLASS_NAMES",
-    "CONTEXT_COLUMNS",
-    "CONTEXT_WIDTH",
-    "RHYTHM_FEATURES",
+    "PARTS",
     "RR_COLUMNS",
     "SIGNAL_LEN",
-    "SIZE_FEATURES",
     "TABLE_FILES",
     "TEMPLATE_FEATURES",
     "BeatTable",
     "add_training_beats",
     "context_features",
-    "irregular_copies",
+    "context_width",
     "load_dataset",
     "load_kaggle_ptb",
     "load_table",
-    "median_difference",
-    "rhythm_features",
-    "size_features",
+    "needs_rr",
     "stratified_split",
     "template_features",
     "train_val_split",

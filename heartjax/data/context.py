@@ -1,34 +1,51 @@
-"""What a model's `context` input holds beside the beat: the R-R intervals, the template
-features (`heartjax.data.template`), the rhythm features (`heartjax.data.rhythm`) and the size
-features (`heartjax.data.template`) and the beat minus its record's median beat
-(`heartjax.data.template.median_difference`). A model reads the parts its fields ask for
-(`use_rr`, `use_template`, `use_rhythm`, `use_size`, `use_median_diff`); new parts go at the
-end, so older models read the columns they were trained with."""
+"""What a model's `context` input holds beside the beat: the parts `model.context` names, in
+that order, each computed from a table's beats and R-R columns only when named.
+
+A part is defined here once, with its columns; the head's way of reading it is in
+`heartjax.models.layers.READERS`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
 import numpy as np
 
-from heartjax.data.rhythm import RHYTHM_FEATURES, rhythm_features
 from heartjax.data.tables import RR_COLUMNS
-from heartjax.data.template import (
-    MEDIAN_DIFF_FEATURES,
-    SIZE_FEATURES,
-    TEMPLATE_FEATURES,
-    median_difference,
-    size_features,
-    template_features,
-)
-
-CONTEXT_COLUMNS = (*RR_COLUMNS, *TEMPLATE_FEATURES, *RHYTHM_FEATURES, *SIZE_FEATURES,
-                   *MEDIAN_DIFF_FEATURES)
-CONTEXT_WIDTH = len(CONTEXT_COLUMNS)
+from heartjax.data.template import TEMPLATE_FEATURES, template_features
 
 
-def context_features(x: np.ndarray, rr: np.ndarray, records: np.ndarray | None = None) -> np.ndarray:
-    """(N, CONTEXT_WIDTH) float32: the 4 R-R intervals, the template, rhythm and size
-    features, the beat minus its record's median beat. `records` groups the beats by recording
-    (None: one recording), each in time order."""
-    return np.concatenate([np.asarray(rr, np.float32), template_features(x, records),
-                           rhythm_features(rr, records), size_features(x, records),
-                           median_difference(x, records)], axis=1)
+@dataclass(frozen=True)
+class Part:
+    """One named group of context columns: `compute(x, rr, records)` -> (N, len(columns))."""
+
+    columns: tuple[str, ...]
+    compute: Callable[[np.ndarray, np.ndarray | None, np.ndarray | None], np.ndarray]
+    needs_rr: bool = False  # it reads the table's R-R columns
+
+
+PARTS: dict[str, Part] = {
+    # the previous, next, local-mean and record-mean R-R intervals in seconds
+    "rr": Part(RR_COLUMNS, lambda x, rr, records: np.asarray(rr, np.float32), needs_rr=True),
+    # the beat's QRS against its record's median QRS (heartjax.data.template)
+    "template": Part(TEMPLATE_FEATURES, lambda x, rr, records: template_features(x, records)),
+}
+
+
+def context_width(parts: Sequence[str]) -> int:
+    """The number of context columns of `parts`."""
+    return sum(len(PARTS[p].columns) for p in parts)
+
+
+def needs_rr(parts: Sequence[str]) -> bool:
+    """Whether any of `parts` reads the R-R columns."""
+    return any(PARTS[p].needs_rr for p in parts)
+
+
+def context_features(x: np.ndarray, rr: np.ndarray | None, records: np.ndarray | None,
+                     parts: Sequence[str]) -> np.ndarray:
+    """(N, context_width(parts)) float32: `parts` side by side, in order. `records` groups the
+    beats by recording (None: one recording), each in time order."""
+    columns = [PARTS[p].compute(x, rr, records) for p in parts]
+    return np.concatenate([np.zeros((len(x), 0), np.float32), *columns], axis=1)

@@ -2,10 +2,9 @@
 `default_config()`; `build_model(config.model, num_classes)` imports it by name.
 
 Contract of every `Model`: `__call__(x, context=None, *, train=False) -> logits` with `x`
-(B, 187) float32, optional `context` (B, CONTEXT_WIDTH): the R-R intervals in seconds, the
-template, rhythm and size features and the beat minus its record's median beat
-(`heartjax.data.context_features`; read when `use_rr`),
-logits (B, num_classes); dropout draws from the rng "dropout", batch norm keeps "batch_stats".
+(B, 187) float32, `context` (B, width) the columns of the parts `model.context` names
+(`heartjax.data.context_features`; not read when it names none), logits (B, num_classes);
+dropout draws from the rng "dropout", batch norm keeps "batch_stats".
 Adding a model is adding one file.
 """
 
@@ -77,6 +76,10 @@ def _coerce(name: str, field: dataclasses.Field, value: Any) -> Any:
     if isinstance(default, tuple):
         if isinstance(value, (str, Mapping)) or not isinstance(value, Sequence):
             raise bad
+        if "str" in str(field.type):  # tuple[str, ...]: names
+            if not all(isinstance(v, str) for v in value):
+                raise bad
+            return tuple(value)
         numbers = "float" in str(field.type)  # tuple[float, ...]: any numbers; else ints
         kinds = (int, float) if numbers else int
         if not all(isinstance(v, kinds) and not isinstance(v, bool) for v in value):

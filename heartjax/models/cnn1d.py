@@ -46,7 +46,7 @@ class Model(layers.Classifier):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, context: jnp.ndarray | None = None, *, train: bool = False):
-        h = self.beat_channels(x, context)
+        h = x[..., None]
         for i in range(self.num_blocks):
             features = max(1, round(self.channels * self.width_mult**i))
             for _ in range(2):

@@ -59,7 +59,7 @@ class Model(layers.Classifier):
     @nn.compact
     def __call__(self, x: jnp.ndarray, context: jnp.ndarray | None = None, *, train: bool = False):
         k = (self.kernel_size, self.kernel_size)
-        x = self.beat_channels(x, context)
+        x = x[..., None]
         x = jnp.pad(x, ((0, 0), (0, self.height * self.width - x.shape[1]), (0, 0)))
         x = x.reshape(x.shape[0], self.height, self.width, x.shape[-1])
         x = layers.Conv(self.channels, k, impl=self.conv_impl)(x)

@@ -21,22 +21,12 @@ import ml_collections
 import numpy as np
 from jax import lax
 
-from heartjax.data.tables import SIGNAL_LEN
+from heartjax.data.context import PARTS, context_width
+from heartjax.data.tables import RR_COLUMNS
 from heartjax.errors import UserError
 
 NORMS = ("batch", "layer", "none")
 CONV_IMPLS = ("auto", "patch", "xla")
-
-NUM_RR_FEATURES = 9  # logs of the 4 intervals, of prev and next over local, of prev, next, local over record
-NUM_RR = 4  # R-R columns at the start of a model's `context` input; the template features follow
-NUM_TEMPLATE_FEATURES = 2  # the QRS's correlation with its record's median QRS, RMS difference
-NUM_RHYTHM_FEATURES = 4  # irregularity, prev/next over the local median, prev over the record's
-NUM_SIZE_FEATURES = 2  # the QRS's spread and steepest slope against its record's median QRS (logs)
-NUM_MEDIAN_DIFF = SIGNAL_LEN  # the beat minus its record's median beat, sample by sample
-# heartjax.data.context: R-R, template, rhythm, size, the beat against its record's median
-SIZE_START = NUM_RR + NUM_TEMPLATE_FEATURES + NUM_RHYTHM_FEATURES
-MEDIAN_DIFF_START = SIZE_START + NUM_SIZE_FEATURES
-CONTEXT_WIDTH = MEDIAN_DIFF_START + NUM_MEDIAN_DIFF
 
 
 # --- configuration helpers ------------------------------------------------------------------
@@ -62,33 +52,23 @@ def require(ok: bool, field: str, value: object, why: str) -> None:
 
 
 def check_common(m: nn.Module, positive: Sequence[str] = ()) -> None:
-    """Validate the fields every model shares (norm, dropout, conv_impl) and positive ints."""
+    """Validate the fields every model shares (norm, dropout, the head's, conv_impl) and the
+    model's `positive` ints."""
     require(m.norm in NORMS, "norm", m.norm, f"choose one of {', '.join(NORMS)}")
     require(0.0 <= m.dropout < 1.0, "dropout", m.dropout, "must be in [0, 1)")
+    parts = tuple(m.context)
+    require(set(parts) <= set(PARTS) and len(set(parts)) == len(parts), "context", parts,
+            f"name each of {', '.join(PARTS)} at most once, or () for none")
     require(0.0 <= m.morph_dropout < 1.0, "morph_dropout", m.morph_dropout, "must be in [0, 1)")
-    require(m.use_rr or m.morph_dropout == 0.0, "morph_dropout", m.morph_dropout,
-            "needs model.use_rr=True (without R-R features the head would see nothing)")
-    require(0.0 <= m.morph_mix <= 1.0, "morph_mix", m.morph_mix, "must be in [0, 1]")
-    by_class = tuple(m.morph_mix_by_class)
-    require(not by_class or (len(by_class) == m.num_classes and all(0.0 <= v <= 1.0 for v in by_class)),
-            "morph_mix_by_class", by_class,
-            f"give one weight in [0, 1] per class ({m.num_classes}), or () for morph_mix's")
-    require(not by_class or m.morph_dropout > 0.0, "morph_mix_by_class", by_class,
+    require(bool(parts) or m.morph_dropout == 0.0, "morph_dropout", m.morph_dropout,
+            "needs model.context (without it the head would see nothing)")
+    mix = tuple(m.morph_mix)
+    require(len(mix) in (0, 1, m.num_classes) and all(0.0 <= v <= 1.0 for v in mix),
+            "morph_mix", mix, f"give one weight in [0, 1], one per class ({m.num_classes}), "
+            "or () for none")
+    require(max(mix, default=0.0) == 0.0 or m.morph_dropout > 0.0, "morph_mix", mix,
             "needs model.morph_dropout > 0 (only morphology dropout trains the head without "
             "the beat's shape)")
-    require(m.morph_mix == 0.0 or m.morph_dropout > 0.0, "morph_mix", m.morph_mix,
-            "needs model.morph_dropout > 0 (only morphology dropout trains the head without "
-            "the beat's shape)")
-    require(m.use_rr or not m.use_template, "use_template", m.use_template,
-            "needs model.use_rr=True (the template features travel with the R-R features)")
-    require(m.use_rr or not m.use_rhythm, "use_rhythm", m.use_rhythm,
-            "needs model.use_rr=True (the rhythm features travel with the R-R features)")
-    require(m.use_rr or not m.use_irregularity, "use_irregularity", m.use_irregularity,
-            "needs model.use_rr=True (the rhythm features travel with the R-R features)")
-    require(m.use_rr or not m.use_size, "use_size", m.use_size,
-            "needs model.use_rr=True (the size features travel with the R-R features)")
-    require(m.use_rr or not m.use_median_diff, "use_median_diff", m.use_median_diff,
-            "needs model.use_rr=True (the record's median beat travels with the R-R features)")
     if hasattr(m, "conv_impl"):
         require(m.conv_impl in CONV_IMPLS, "conv_impl", m.conv_impl,
                 f"choose one of {', '.join(CONV_IMPLS)}")
@@ -230,7 +210,7 @@ def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
     return pe
 
 
-# --- RR features and the classification head ------------------------------------------------
+# --- the context parts and the classification head ------------------------------------------
 
 
 def rr_features(rr: jnp.ndarray, seconds: bool = True) -> jnp.ndarray:
@@ -242,8 +222,8 @@ def rr_features(rr: jnp.ndarray, seconds: bool = True) -> jnp.ndarray:
     record's mean say "premature for this patient", which transfers across patients where
     seconds do not (DS1 -> DS2: a logistic regression on these alone finds 62% of S beats).
     """
-    if rr.ndim != 2 or rr.shape[-1] != NUM_RR:
-        raise ValueError(f"rr must have shape (batch, {NUM_RR}), got {rr.shape}")
+    if rr.ndim != 2 or rr.shape[-1] != len(RR_COLUMNS):
+        raise ValueError(f"rr must have shape (batch, {len(RR_COLUMNS)}), got {rr.shape}")
     log = jnp.log(jnp.maximum(rr, 1e-3))  # a zero interval (missing neighbours) stays finite
     local, record = log[:, 2:3], log[:, 3:4]
     ratios = [log[:, :2] - local, log[:, :3] - record]
@@ -257,6 +237,43 @@ def template_features(t: jnp.ndarray) -> jnp.ndarray:
     return jnp.concatenate([t[:, 0::2], jnp.log(jnp.maximum(t[:, 1::2], 1e-3))], axis=-1)
 
 
+# How the head reads each part of `heartjax.data.context.PARTS`: (its columns, the head) -> inputs.
+READERS: dict[str, Callable[[jnp.ndarray, Head], jnp.ndarray]] = {
+    "rr": lambda columns, head: rr_features(columns, head.rr_seconds),
+    "template": lambda columns, head: template_features(columns),
+}
+
+
+def check_context(context: jnp.ndarray | None, parts: Sequence[str]) -> None:
+    """A model that reads its context needs the columns of its parts: (batch, width)."""
+    width = context_width(parts)
+    if context is None or context.ndim != 2 or context.shape[-1] != width:
+        raise ValueError(f"model.context={tuple(parts)} reads {width} context columns: pass "
+                         f"context of shape (batch, {width})")
+
+
+def drop_shapes(h: jnp.ndarray, rate: float, key: jax.Array) -> jnp.ndarray:
+    """Morphology dropout: each beat's whole shape vector zeroed with probability `rate`.
+
+    Unlike nn.Dropout, the kept shapes are not scaled up by 1 / (1 - rate): the head learns two
+    modes, the shape as it is and no shape, and evaluation meets each as trained, not a shape
+    1 - rate times the size of any it saw (that cost 16 points of kaggle accuracy)."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, (h.shape[0], 1))
+    return h * keep.astype(h.dtype)
+
+
+def mix_shapes(logits: jnp.ndarray, weights: Sequence[float]) -> jnp.ndarray:
+    """Log-probabilities of the mix of the two halves of `logits` (the beats with their shapes,
+    then without): (1 - w) x with + w x without, for one weight or one per class (whose shares
+    no longer sum to one, so they are renormalised)."""
+    with_shape, without = jnp.split(jax.nn.log_softmax(logits), 2, axis=0)
+    w = jnp.asarray(weights, with_shape.dtype)
+    mixed = jnp.logaddexp(jnp.log1p(-w) + with_shape, jnp.log(w) + without)
+    if len(weights) > 1:
+        mixed = mixed - jax.nn.logsumexp(mixed, axis=-1, keepdims=True)
+    return mixed
+
+
 class Classifier(nn.Module):
     """What every model shares: the number of classes and the head's fields (`Head`). A model
     subclasses it, adds its own fields (and may change these defaults), and ends its
@@ -265,132 +282,69 @@ class Classifier(nn.Module):
     num_classes: int = 0  # set by heartjax.models.build_model from the dataset
     dropout: float = 0.0
     head_hidden: Sequence[int] = ()
-    use_rr: bool = False
-    morph_dropout: float = 0.0
-    use_template: bool = False
-    morph_mix: float = 0.0
-    morph_mix_by_class: tuple[float, ...] = ()
+    context: tuple[str, ...] = ()
     rr_seconds: bool = True
-    use_rhythm: bool = False
-    use_irregularity: bool = False
-    use_size: bool = False
-    use_median_diff: bool = False
-
-    def beat_channels(self, x: jnp.ndarray, context: jnp.ndarray | None) -> jnp.ndarray:
-        """The convolutions' input: (B, 187, 1) the beat, or with `use_median_diff` (B, 187, 2)
-        the beat and the beat minus its record's median beat (context's last columns), a shape
-        that the patient's own usual beat does not explain."""
-        if not self.use_median_diff:
-            return x[..., None]
-        check_context(context)
-        diff = context[:, MEDIAN_DIFF_START:].astype(x.dtype)
-        return jnp.stack([x, diff], axis=-1)
+    morph_dropout: float = 0.0
+    morph_mix: tuple[float, ...] = ()
 
     def head(self, h: jnp.ndarray, context: jnp.ndarray | None, train: bool) -> jnp.ndarray:
-        return Head(num_classes=self.num_classes, hidden=self.head_hidden, dropout=self.dropout,
-                    use_rr=self.use_rr, morph_dropout=self.morph_dropout,
-                    use_template=self.use_template, morph_mix=self.morph_mix,
-                    morph_mix_by_class=self.morph_mix_by_class, rr_seconds=self.rr_seconds,
-                    use_rhythm=self.use_rhythm, use_irregularity=self.use_irregularity,
-                    use_size=self.use_size)(h, context, train)
-
-
-def check_context(context: jnp.ndarray | None) -> None:
-    """A model that reads its context needs all of it: (batch, CONTEXT_WIDTH)."""
-    if context is None or context.ndim != 2 or context.shape[-1] != CONTEXT_WIDTH:
-        raise ValueError(f"the model reads its context (use_rr): pass context, shape (batch, {CONTEXT_WIDTH})")
+        return Head(self.num_classes, self.head_hidden, self.dropout, self.context,
+                    self.rr_seconds, self.morph_dropout, self.morph_mix)(h, context, train)
 
 
 class Head(nn.Module):
-    """Pooled features (+ R-R features when use_rr, + template features when use_template,
-    + rhythm features when use_rhythm, their irregularity alone when use_irregularity, + size
-    features when use_size) -> Dense/ReLU/Dropout per hidden -> logits.
+    """Pooled features (+ the inputs of the context parts, `context`) -> Dense/ReLU/Dropout per
+    hidden -> logits.
 
-    `context` is (B, CONTEXT_WIDTH): the R-R intervals (`heartjax.data.RR_COLUMNS`), then the
-    beat's similarity to its record's median beat (`heartjax.data.template`), then the rhythm
-    around the beat (`heartjax.data.rhythm`), then the beat's QRS size and slope against its
-    record's median QRS (`heartjax.data.template.size_features`).
+    `context` names the parts of the model's context input (`heartjax.data.context.PARTS`,
+    e.g. ("rr", "template")), in the order of their columns: the R-R intervals, read as
+    `rr_features` (`rr_seconds=False` keeps only their ratios, which do not carry the
+    patient's heart rate), and the beat's QRS against its record's median QRS.
 
     `morph_dropout`: in training, the whole pooled beat-shape vector of a beat is zeroed with
-    this probability, so the head must also classify from the R-R features alone. Shapes are
-    patient-specific and the rhythm is not: this keeps a network trained on some patients from
-    ignoring prematurity when it meets new ones.
+    this probability (`drop_shapes`), so the head must also classify from the context alone.
+    Shapes are patient-specific and the rhythm is not: this keeps a network trained on some
+    patients from ignoring prematurity when it meets new ones.
 
     `morph_mix`: morphology dropout trains two classifiers in one, with and without the beat's
-    shape. At evaluation the class probabilities are (1 - morph_mix) x those with the shape +
-    morph_mix x those without it (returned as their logs, so a softmax gives the mixture back):
-    the shape-free half transfers to new patients, the other knows the shapes. Training is
-    unchanged; 0 evaluates with the shape only. `morph_mix_by_class` (one weight per class;
-    () = morph_mix for all) weighs each class's two probabilities apart, then renormalises: a
-    V beat is told by its shape, an S beat by its rhythm. While it is set, morph_mix is not
-    read (clear it, `morph_mix_by_class=()`, to use one mix again).
-
-    `rr_seconds`: the head sees the R-R intervals in seconds as well as their ratios; False
-    keeps only the ratios, which do not carry the patient's heart rate.
-
-    `use_rhythm`: the head also sees how irregular the rhythm around the beat is and its
-    intervals against the local and record medians, so a short interval in atrial fibrillation
-    need not read as a premature beat. `use_irregularity` shows it the irregularity alone (no
-    interval against a median rhythm, so an ectopic rhythm that is the record's usual one still
-    reads as premature); use_rhythm includes it.
-
-    `use_size`: the head also sees how the beat's QRS differs in size and slope from its
-    record's usual QRS (a ventricular complex is often larger and wider), which the shape-free
-    half otherwise knows only as a correlation and an RMS difference."""
+    shape. At evaluation the class probabilities are (1 - w) x those with the shape + w x those
+    without it (`mix_shapes`; returned as their logs, so a softmax gives the mixture back): the
+    shape-free half transfers to new patients, the other knows the shapes. One weight serves
+    every class; one per class weighs each apart (a V beat is told by its shape, an S beat by
+    its rhythm); () evaluates with the shape only. Training is unchanged."""
 
     num_classes: int
     hidden: Sequence[int] = ()
     dropout: float = 0.0
-    use_rr: bool = False
-    morph_dropout: float = 0.0
-    use_template: bool = False
-    morph_mix: float = 0.0
-    morph_mix_by_class: tuple[float, ...] = ()
+    context: tuple[str, ...] = ()
     rr_seconds: bool = True
-    use_rhythm: bool = False
-    use_irregularity: bool = False
-    use_size: bool = False
+    morph_dropout: float = 0.0
+    morph_mix: tuple[float, ...] = ()
 
     @nn.compact
     def __call__(self, h: jnp.ndarray, context: jnp.ndarray | None, train: bool) -> jnp.ndarray:
         h = h.reshape(h.shape[0], -1)
-        by_class = tuple(self.morph_mix_by_class) or (self.morph_mix,)
-        mix = max(by_class) if self.use_rr and not train else 0.0
-        if self.use_rr:
-            check_context(context)
+        mixing = bool(self.context) and not train and max(self.morph_mix, default=0.0) > 0
+        if self.context:
+            check_context(context, self.context)
             context = context.astype(h.dtype)
             if train and self.morph_dropout > 0:
-                # one mask entry per beat drops the beat's whole shape. Unlike nn.Dropout, the
-                # kept shapes are not scaled up by 1 / (1 - p): the head learns two modes, the
-                # shape as it is and no shape, and evaluation meets each as trained, not a shape
-                # 1 - p times the size of any it saw (that cost 16 points of kaggle accuracy).
-                keep = jax.random.bernoulli(
-                    self.make_rng("dropout"), 1.0 - self.morph_dropout, (h.shape[0], 1)
-                )
-                h = h * keep.astype(h.dtype)
-            if mix > 0:  # the same head, run on the beats with their shapes and without
+                h = drop_shapes(h, self.morph_dropout, self.make_rng("dropout"))
+            if mixing:  # the same head, run on the beats with their shapes and without
                 h = jnp.concatenate([h, jnp.zeros_like(h)], axis=0)
                 context = jnp.concatenate([context, context], axis=0)
-            parts = [h, rr_features(context[:, :NUM_RR], self.rr_seconds)]
-            if self.use_template:
-                parts.append(template_features(context[:, NUM_RR:NUM_RR + NUM_TEMPLATE_FEATURES]))
-            rhythm = NUM_RR + NUM_TEMPLATE_FEATURES
-            if self.use_rhythm:
-                parts.append(context[:, rhythm:SIZE_START])
-            elif self.use_irregularity:  # the first rhythm column
-                parts.append(context[:, rhythm:rhythm + 1])
-            if self.use_size:
-                parts.append(context[:, SIZE_START:MEDIAN_DIFF_START])
-            h = jnp.concatenate(parts, axis=-1)
+            h = jnp.concatenate([h, *self.context_inputs(context)], axis=-1)
         for width in self.hidden:
             h = nn.relu(nn.Dense(int(width))(h))
             h = nn.Dropout(self.dropout, deterministic=not train)(h)
         logits = nn.Dense(self.num_classes)(h)
-        if mix > 0:
-            with_shape, without = jnp.split(jax.nn.log_softmax(logits), 2, axis=0)
-            m = jnp.asarray(by_class, with_shape.dtype)
-            mixed = jnp.logaddexp(jnp.log1p(-m) + with_shape, jnp.log(m) + without)
-            if self.morph_mix_by_class:  # the classes' shares no longer sum to one
-                mixed = mixed - jax.nn.logsumexp(mixed, axis=-1, keepdims=True)
-            return mixed
-        return logits
+        return mix_shapes(logits, self.morph_mix) if mixing else logits
+
+    def context_inputs(self, context: jnp.ndarray) -> list[jnp.ndarray]:
+        """Each named part's columns of `context`, as the head reads them (READERS)."""
+        inputs, start = [], 0
+        for name in self.context:
+            stop = start + len(PARTS[name].columns)
+            inputs.append(READERS[name](context[:, start:stop], self))
+            start = stop
+        return inputs

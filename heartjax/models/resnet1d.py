@@ -51,7 +51,7 @@ class Model(layers.Classifier):
         def conv(h):
             return layers.Conv(self.channels, (self.kernel_size,), impl=self.conv_impl)(h)
 
-        h = conv(self.beat_channels(x, context))  # the paper has no activation after the first conv
+        h = conv(x[..., None])  # the paper has no activation after the first conv
         for _ in range(self.num_blocks):
             y = nn.relu(layers.norm(self.norm, train)(conv(h)))
             y = layers.norm(self.norm, train)(conv(y))

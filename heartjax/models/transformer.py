@@ -79,7 +79,7 @@ class Model(layers.Classifier):
     @nn.compact
     def __call__(self, x: jnp.ndarray, context: jnp.ndarray | None = None, *, train: bool = False):
         h = layers.Conv(self.hidden, (self.stem_kernel,), (self.stem_stride,), impl=self.conv_impl)(
-            self.beat_channels(x, context)
+            x[..., None]
         )
         h = h + layers.sinusoidal_positions(h.shape[1], self.hidden)
         h = nn.Dropout(self.dropout, deterministic=not train)(h)

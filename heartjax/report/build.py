@@ -33,7 +33,7 @@ from heartjax.report.plots import (
     pyplot,
 )
 from heartjax.report.run_report import RunReport
-from heartjax.report.runs import REPORTED, Run, load_run, unique_names
+from heartjax.report.runs import REPORTED, Run, load_run, unique_names, write_run_summary
 from heartjax.report.tables import loss_tables, trial_table
 
 
@@ -84,6 +84,7 @@ def report_run(run: Run, plot_dir: Path, data_dir: str | Path | None,
 
     log(f"{run.name}: plots into {plot_dir}")
     plot_dir.mkdir(parents=True, exist_ok=True)
+    write_run_summary(run, plot_dir / "run_summary.json")
     plots: dict[str, Path] = {}
     for p in run.params:
         if p.column in run.trials and run.trials[p.column].notna().any():
@@ -137,7 +138,8 @@ def _out_dir(out: str | Path) -> Path:
 def build_report(run_dirs: Sequence[str | Path], out: str | Path,
                  data_dir: str | Path | None = None, target_recall: float = 0.99,
                  read_test: bool = True) -> dict[str, Any]:
-    """Write summary.md, summary.csv, report.pdf and the PNG plots of `run_dirs` into `out`
+    """Write summary.md, summary.csv, report.pdf, run_summary.json and the PNG plots of
+    `run_dirs` into `out`
     (`read_test=False`: without reading the test table, for a test looked at once, later).
 
     Returns {"out", "markdown", "csv", "pdf": Path, "runs": [{"name", "path", "metric",

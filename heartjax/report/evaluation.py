@@ -36,7 +36,7 @@ def data_paths(run: Run, data_dir: str | Path | None) -> tuple[Path, Path]:
     d = run.config.data
     if data_dir is not None:
         return Path(data_dir) / train_name, Path(data_dir) / test_name
-    train = Path(d.train_file) if d.get("train_file") else Path(d.dir) / train_name
+    train = Path(d.train_file) if d.train_file else Path(d.dir) / train_name
     return train, Path(d.dir) / test_name
 
 
@@ -142,8 +142,8 @@ def operating_points(run: Run, best: TrialEval, test, train_path: Path,
         notes.append(f"train table unusable, no threshold for recall {target_recall:g}: {e}")
         return None
     d = predictor.config.data  # the trial's own split settings: the split training used
-    _, val = train_val_split(table, d.val_fraction, d.seed, d.get("val_by", "beats"),
-                             d.get("folds", 0), d.get("fold", 0))
+    _, val = train_val_split(table, d.val_fraction, d.seed, d.val_by,
+                             d.folds, d.fold)
     expected = run.dataset_info.get("val_rows")
     if expected is not None and expected != len(val):
         notes.append(f"the validation split of {train_path} has {len(val)} beats but training "
@@ -155,7 +155,7 @@ def operating_points(run: Run, best: TrialEval, test, train_path: Path,
     points = {"argmax": 0.5, "stored": best.threshold, "target": t_target}
     out: dict[str, Any] = {"trial_id": run.best_id, "positive": run.class_names[1],
                            "negative": run.class_names[0], "target_recall": target_recall,
-                           "target_train": float(predictor.config.train.get("target_recall", 0.0)),
+                           "target_train": float(predictor.config.train.target_recall),
                            "val_rows": len(val)}
     for key, t in points.items():
         out[key] = None if t is None else {"test": precision_recall_at(test.y, test_score, t),

@@ -1,4 +1,5 @@
-"""summary.md: per run its facts, the Table-3-style table, notes, loss tables and plots."""
+"""summary.md: per run its facts, a Table-3-style table per architecture, notes, loss tables and
+plots."""
 
 from __future__ import annotations
 
@@ -7,14 +8,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from heartjax.report.formatting import fmt_value
 from heartjax.report.ladder import comparison_markdown
 from heartjax.report.overview import operating_text, overview_lines, threshold_text
 from heartjax.report.run_report import RunReport
-from heartjax.report.tables import display_columns, display_rows, loss_rows
+from heartjax.report.runs import Run
+from heartjax.report.tables import display_columns, display_rows, loss_rows, model_groups
 
-INTRO = ("Each table follows Table 3 of *Attention Is All You Need*: the best trial is the "
-         "base row and the others follow by the tuning metric; a blank hyperparameter cell "
-         "means the trial used the base row's value (`n/a`: the field did not exist for it). "
+INTRO = ("The trials are shown one table per architecture (`model.name`), in the style of "
+         "Table 3 of *Attention Is All You Need*: a table's first row is its architecture's best "
+         "trial and the others follow by the tuning metric; the rank is the trial's place in the "
+         "whole run (base: the best trial). A table shows the searched fields that vary among "
+         "its trials (those alike in all of them are listed above it); a blank cell means the "
+         "trial used the first row's value (`n/a`: the field did not exist for it). "
          "Validation metrics are the tuning run's, at each trial's best epoch with the "
          "arg-max rule; test metrics come from each trial's best checkpoint on the held-out "
          "test table with the checkpoint's own decision rule, as `python -m "
@@ -47,16 +53,27 @@ def _loss_section(r: RunReport) -> list[str]:
     return lines
 
 
+def trial_tables(run: Run, table: pd.DataFrame) -> list[str]:
+    """The "Trials by" section: a table per architecture, its alike fields named above it."""
+    lines = [f"### Trials by {run.metric}", ""]
+    right = ("params_count", "train_s", "epochs")
+    for g in model_groups(run, table):
+        cols = display_columns(run, g.table, g.params)
+        align = "".join("l" if c.group in ("", "hp") and c.key not in right else "r" for c in cols)
+        lines += [f"#### {g.model}: {len(g.table)} trial{'s' if len(g.table) > 1 else ''}", ""]
+        if g.fixed:
+            lines += ["Alike in every trial here: "
+                      + ", ".join(f"{k} {fmt_value(v)}" for k, v in g.fixed.items()), ""]
+        lines += [md_table([c.md for c in cols], display_rows(run, g.table, cols), align), ""]
+    return lines
+
+
 def _md_run(r: RunReport, out: Path) -> list[str]:
     run = r.run
     lines = [f"## {run.name} ({run.dataset})", ""]
     lines += [f"- {ln}" for ln in overview_lines(r)] + [""]
     lines += [f"> Note: {note}" for note in r.notes] + ([""] if r.notes else [])
-    cols = display_columns(run, r.table)
-    right = ("params_count", "train_s", "epochs")
-    align = "".join("l" if c.group in ("", "hp") and c.key not in right else "r" for c in cols)
-    lines += [f"### Trials by {run.metric}", "",
-              md_table([c.md for c in cols], display_rows(run, r.table, cols), align), ""]
+    lines += trial_tables(run, r.table)
     if r.comparison is not None:
         lines += ["### The untuned original beside the tuned model (test split)", "",
                   *comparison_markdown(r.comparison, run.class_names), ""]
@@ -74,7 +91,7 @@ def _md_run(r: RunReport, out: Path) -> list[str]:
 
 
 def write_markdown(reports: list[RunReport], path: Path, over_time: pd.DataFrame | None = None) -> Path:
-    """summary.md: per run its facts, the Table-3-style table, notes and plots; with several
+    """summary.md: per run its facts, its Table-3-style tables, notes and plots; with several
     runs first their best result so far at fixed wall times (`ladder.best_at`)."""
     lines = ["# heartjax tuning report", "", INTRO, ""]
     if over_time is not None:

@@ -31,17 +31,17 @@ def _class_counts(counts: dict[str, Any] | None) -> str:
 
 
 def _search_text(run: Run) -> str:
-    s, t = run.summary, run.config.get("tune", {})
+    s, t = run.summary, run.config.tune
     alg = SEARCH_ALGS.get(s.get("search_alg"), f"{s.get('search_alg', '?')} search")
     sched = s.get("scheduler", "?")
     if s.get("ladder") and sched in ("asha", "hyperband"):
         sched = (f"{'ASHA' if sched == 'asha' else 'HyperBand'} over training beats seen "
-                 f"(reduction factor {t.get('reduction_factor', '?')}, rungs below)")
+                 f"(reduction factor {t.reduction_factor}, rungs below)")
     elif sched == "asha":
-        sched = (f"ASHA (grace period {t.get('grace_period', '?')} epoch(s), reduction factor "
-                 f"{t.get('reduction_factor', '?')})")
+        sched = (f"ASHA (grace period {t.grace_period} epoch(s), reduction factor "
+                 f"{t.reduction_factor})")
     elif sched == "hyperband":
-        sched = f"HyperBand (reduction factor {t.get('reduction_factor', '?')})"
+        sched = f"HyperBand (reduction factor {t.reduction_factor})"
     return (f"Search: {alg}, scheduler {sched}; tuning metric {run.metric} ({run.mode}); "
             f"{s.get('trials', len(run.trials))} trials "
             f"({status_counts(s.get('status_counts') or {})}) in "
@@ -54,7 +54,7 @@ def _fixed_text(run: Run) -> str:
              ("train.optimizer", f"optimiser {c.train.optimizer}"),
              ("train.epochs", f"at most {c.train.epochs} epochs"),
              ("train.select_metric", f"checkpoints selected by {c.train.select_metric}")]
-    if run.binary and c.train.get("target_recall", 0):
+    if run.binary and c.train.target_recall:
         fixed.append(("train.target_recall",
                       f"stored threshold for recall {c.train.target_recall:g}"))
     return "Fixed settings: " + ", ".join(text for path, text in fixed if path not in tuned)
@@ -63,17 +63,17 @@ def _fixed_text(run: Run) -> str:
 def overview_lines(r: RunReport) -> list[str]:
     """The facts about a run: dataset, fixed settings, search, best trial."""
     run, d = r.run, r.run.dataset_info
-    lines = [f"Run: {run.path}"]
+    lines = [f"Run: {run.name}"]  # its name, not the folder: a report names no machine's paths
     if d:
         lines.append(f"Dataset: {run.dataset} ({len(run.class_names)} classes); train table "
                      f"{d.get('train_table', '?')}: {d.get('train_rows', '?')} training beats "
                      f"({_class_counts(d.get('train_counts'))}) and {d.get('val_rows', '?')} "
                      f"validation beats ({_class_counts(d.get('val_counts'))}), a "
-                     + ("" if d.get("val_by") == "records" else "stratified ")
+                     + ("" if d.val_by == "records" else "stratified ")
                      + f"{d.get('val_fraction', '?')} split"
-                     + (" of whole records" if d.get("val_by") == "records" else "")
+                     + (" of whole records" if d.val_by == "records" else "")
                      + f" with seed {d.get('split_seed', '?')}")
-        if d.get("folds"):
+        if d.folds:
             folds = "; ".join(f"{i + 1}: {', '.join(f)}" for i, f in enumerate(d["folds"]))
             lines.append(f"Trials scored by cross-validation over {len(d['folds'])} folds of "
                          f"records (each rung trains one model per fold and scores the pooled "
@@ -135,7 +135,7 @@ def threshold_text(r: RunReport) -> str:
     if thr is None or not r.run.binary or not (thr.fillna(0.5) != 0.5).any():
         return ""
     b = r.table.iloc[0]
-    target = r.run.config.train.get("target_recall", 0)
+    target = r.run.config.train.target_recall
     return (f"The test columns apply each checkpoint's stored threshold (chosen on validation for "
             f"train.target_recall {target:g}); the validation columns use arg-max. With arg-max on "
             f"test, the best trial has macro recall {b.get('test_argmax_macro_recall', np.nan):.3f}"

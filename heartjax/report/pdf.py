@@ -1,4 +1,4 @@
-"""report.pdf: per run an overview page (dataset, search, the table) and pages of key plots."""
+"""report.pdf: per run an overview page (dataset, search, the tables) and pages of key plots."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from heartjax.report.formatting import metric_label
+from heartjax.report.formatting import fmt_value, metric_label
 from heartjax.report.overview import operating_text, overview_lines
 from heartjax.report.plots import draw_metric_vs_param, plot_key, pyplot
 from heartjax.report.run_report import RunReport
 from heartjax.report.runs import Param, Run
-from heartjax.report.tables import display_columns, display_rows, loss_cells
+from heartjax.report.tables import display_columns, display_rows, loss_cells, model_groups
 
 PAGE = (11.69, 8.27)  # A4 landscape, inches
 TOP_PDF_ROWS = 10  # rows of the table on the overview page
@@ -93,33 +93,44 @@ def _write_lines(fig, lines: Sequence[str], y: float, width: int, **kw) -> float
 
 
 def _overview_page(pdf, r: RunReport) -> None:
-    """Page 1 of a run: what was searched on which data, the table, and the loss table."""
+    """Page 1 of a run: what was searched on which data, a table per architecture while the page
+    has room, and the loss table."""
     plt = pyplot()
     run = r.run
     fig = plt.figure(figsize=PAGE)
     fig.text(0.02, 0.965, f"heartjax tuning report: {run.name}", fontsize=17,
              fontweight="bold", va="top")
-    fig.text(0.02, 0.922, f"{run.path} · {run.dataset} · generated "
-             f"{time.strftime('%Y-%m-%d %H:%M')}", fontsize=9, color="0.35", va="top")
+    fig.text(0.02, 0.922, f"{run.dataset} · generated {time.strftime('%Y-%m-%d %H:%M')}",
+             fontsize=9, color="0.35", va="top")
     body = overview_lines(r)[1:] + operating_text(r)[:2] + [f"Note: {n}" for n in r.notes]
     y = _write_lines(fig, body, 0.885, 160)
-    shown = min(TOP_PDF_ROWS, len(r.table))
-    what = (f"All {shown} trials" if shown == len(r.table)
-            else f"Top {shown} of {len(r.table)} trials")
-    key = (f"{what} by {run.metric}: the base row is the best trial; a blank hyperparameter is "
-           "the base row's value; R = recall, acc = accuracy.")
+    groups = model_groups(run, r.table)
+    key = (f"Trials by {run.metric}, a table per architecture: its first row is its best trial; "
+           "a blank hyperparameter is the first row's value; R = recall, acc = accuracy.")
     y = _write_lines(fig, [key], y - 0.012, 150, fontweight="bold")
-    cols = display_columns(run, r.table)
-    rows = display_rows(run, r.table, cols, TOP_PDF_ROWS)
-    y = _draw_table(fig, [c.pdf for c in cols], [c.group for c in cols], rows, y - 0.008, 0.03,
-                    base_row=True) - 0.035
+    limit = TOP_PDF_ROWS if len(groups) == 1 else TOP_PDF_ROWS // 2
+    for n, g in enumerate(groups):
+        rows_shown = min(limit, len(g.table))
+        if y - (rows_shown + 4) * 0.03 < 0.03:  # no room: the rest is in summary.md
+            _write_lines(fig, [f"{', '.join(h.model for h in groups[n:])}: in summary.md"], y, 150)
+            y = 0.0
+            break
+        what = (f"all {rows_shown}" if rows_shown == len(g.table)
+                else f"the top {rows_shown} of {len(g.table)}")
+        alike = ", ".join(f"{k} {fmt_value(v)}" for k, v in g.fixed.items())
+        y = _write_lines(fig, [f"{g.model}: {what} trials" + (f"; alike in all: {alike}"
+                                                              if alike else "")], y, 160)
+        cols = display_columns(run, g.table, g.params)
+        rows = display_rows(run, g.table, cols, limit)
+        y = _draw_table(fig, [c.pdf for c in cols], [c.group for c in cols], rows, y - 0.004,
+                        0.03, base_row=bool(g.table["base"].iloc[0])) - 0.02
     for title, df in r.losses[:1]:  # the finer split (by power) is in summary.md
-        headers, groups, rows = loss_cells(df)
+        headers, groups_, rows = loss_cells(df)
         if y - (len(rows) + 4) * 0.026 < 0.02:
             break
-        fig.text(0.02, y, "What the loss did to per-class recall: mean recall over the trials, "
-                 f"{title}", fontsize=9, fontweight="bold", va="top")
-        _draw_table(fig, headers, groups, rows, y - 0.03, 0.02, max_fs=8)
+        fig.text(0.02, y - 0.015, "What the loss did to per-class recall: mean recall over the "
+                 f"trials, {title}", fontsize=9, fontweight="bold", va="top")
+        _draw_table(fig, headers, groups_, rows, y - 0.045, 0.02, max_fs=8)
     pdf.savefig(fig)
     plt.close(fig)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from heartjax.config import migrate
 from heartjax.errors import UserError
 from heartjax.report.formatting import status_counts
 
@@ -155,14 +156,17 @@ def load_run(path: str | Path) -> Run:
         raise UserError(f"{p}: not a heartjax tuning run (no {', '.join(missing)}); pass the "
                         "--workdir of a finished `python -m heartjax.tune` run")
     summary = _read_json(p / "summary.json")
-    config = ml_collections.ConfigDict(_read_json(p / "config.json"))
-    if config.get("data", {}).get("dataset") not in CLASS_NAMES:
+    try:  # a run of an earlier heartjax: its config in today's fields
+        config = ml_collections.ConfigDict(migrate(_read_json(p / "config.json")))
+    except (KeyError, TypeError, AttributeError):
+        config = None
+    if config is None or config.data.dataset not in CLASS_NAMES:
         raise UserError(f"{p / 'config.json'}: no known data.dataset; is the run folder damaged?")
     trials = _read_csv(p / "trials.csv")
     epochs = _read_csv(p / "epochs.csv") if (p / "epochs.csv").is_file() else pd.DataFrame()
     dataset_info = _read_json(p / "dataset.json") if (p / "dataset.json").is_file() else {}
-    metric = summary.get("metric") or config.get("tune", {}).get("metric", "val_macro_recall")
-    mode = summary.get("mode") or config.get("tune", {}).get("mode", "max")
+    metric = summary.get("metric") or config.tune.metric
+    mode = summary.get("mode") or config.tune.mode
     for col in ("trial_id", "status"):
         if col not in trials:
             raise UserError(f"{p / 'trials.csv'}: no {col!r} column; is the run folder damaged?")
@@ -183,6 +187,26 @@ def load_run(path: str | Path) -> Run:
                dataset_info=dataset_info, trials=trials, epochs=epochs,
                params=_params(summary, trials), metric=metric, mode=mode,
                ranked=ranked.reset_index(drop=True), rungs=rungs)
+
+
+def within_run(path: str, root: Path) -> str:
+    """`path` relative to the run folder `root` when it lies inside it, so that a written report
+    names no machine's folders; any other string as it is."""
+    p = Path(path)
+    return p.relative_to(root).as_posix() if p.is_absolute() and p.is_relative_to(root) else path
+
+
+def write_run_summary(run: Run, path: Path) -> Path:
+    """The run's summary.json beside its report, with its paths relative to the run folder."""
+    def relative(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: relative(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [relative(x) for x in v]
+        return within_run(v, run.path) if isinstance(v, str) else v
+
+    path.write_text(json.dumps(relative(run.summary), indent=2) + "\n")
+    return path
 
 
 def unique_names(runs: list[Run]) -> None:

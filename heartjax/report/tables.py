@@ -1,8 +1,9 @@
-"""The Table-3-style table of a run (raw rows, shown columns and cells) and its loss tables."""
+"""The Table-3-style tables of a run (raw rows, one shown table per architecture, cells) and its
+loss tables."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 
 from heartjax.report.evaluation import TrialEval
 from heartjax.report.formatting import fmt_count, fmt_metric, fmt_seconds, fmt_value, missing, same
-from heartjax.report.runs import RANGES, Run
+from heartjax.report.runs import RANGES, Param, Run, within_run
 
 
 def trial_table(run: Run, evals: dict[str, TrialEval]) -> pd.DataFrame:
@@ -34,11 +35,55 @@ def trial_table(run: Run, evals: dict[str, TrialEval]) -> pd.DataFrame:
                 row.update({f"test_argmax_{k}": v for k, v in flat.items()
                             if k in keep or k.startswith("recall_")})
             row["test_checkpoint_epoch"] = e.epoch
-            row["checkpoint"] = e.checkpoint
+            row["checkpoint"] = within_run(e.checkpoint, run.path)
         elif e is not None:
             row["test_error"] = e.error
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class TrialGroup:
+    """The trials of one architecture, as one shown table."""
+
+    model: str
+    table: pd.DataFrame  # its rows of the run's table, best first
+    params: list[Param]  # the searched fields whose values differ among these trials
+    fixed: dict[str, Any]  # display name -> value: searched fields alike in every trial here
+
+
+def model_groups(run: Run, table: pd.DataFrame) -> list[TrialGroup]:
+    """The rows of `table` per architecture (`model.name`), the best trial's first.
+
+    Each architecture has its own fields, so one table of all of them is mostly `n/a`; a group
+    keeps the searched fields that vary among its trials, and lists those that do not.
+    """
+    col = "param:model.name"
+    names = (table[col].fillna(run.config.model.name).astype(str) if col in table
+             else pd.Series(run.config.model.name, index=table.index))
+    groups = []
+    for model in dict.fromkeys(names):
+        rows = table[names == model].reset_index(drop=True)
+        present = [p for p in run.params if p.path != "model.name" and p.column in rows
+                   and rows[p.column].notna().any()]  # all n/a: not a field of this model
+        names_here = _group_names(model, present)
+        varying, fixed = [], {}
+        for p in present:
+            if rows[p.column].nunique(dropna=False) > 1:
+                varying.append(replace(p, name=names_here[p.path]))
+            else:
+                fixed[names_here[p.path]] = rows[p.column].iloc[0]
+        groups.append(TrialGroup(model, rows, varying, fixed))
+    return groups
+
+
+def _group_names(model: str, params: list[Param]) -> dict[str, str]:
+    """Short names within one architecture's table: `model.resnet1d.channels` is `channels`
+    there, unless another field there ends the same way."""
+    inner = {p.path: p.path.removeprefix(f"model.{model}.") for p in params}
+    last = [v.rsplit(".", 1)[-1] for v in inner.values()]
+    return {k: v.rsplit(".", 1)[-1] if last.count(v.rsplit(".", 1)[-1]) == 1 else v
+            for k, v in inner.items()}
 
 
 @dataclass(frozen=True)
@@ -55,12 +100,15 @@ def _any(table: pd.DataFrame, key: str) -> bool:
     return key in table and table[key].notna().any()
 
 
-def display_columns(run: Run, table: pd.DataFrame) -> list[Column]:
-    """The columns of the Table-3-style table of a run, in order (PDF headers are short: the
-    PDF groups them under hyperparameters / validation / test)."""
+def display_columns(run: Run, table: pd.DataFrame,
+                    params: list[Param] | None = None) -> list[Column]:
+    """The columns of a Table-3-style table, in order: `params` (default: all the run's
+    searched fields), then the metrics (PDF headers are short: the PDF groups them under
+    hyperparameters / validation / test)."""
     cols = [Column("rank", "", "", ""), Column("trial_id", "trial", "trial", ""),
             Column("status", "status", "status", "")]
-    cols += [Column(p.column, p.name, p.short.replace("_", "\n", 1), "hp") for p in run.params]
+    cols += [Column(p.column, p.name, p.short.replace("_", "\n", 1), "hp")
+             for p in (run.params if params is None else params)]
     cols += [Column("epochs", "best/ran epochs", "epochs\nbest/ran", ""),
              Column("params_count", "params", "params", ""),
              Column("train_s", "train time", "train\ntime", "")]
@@ -79,13 +127,13 @@ def display_columns(run: Run, table: pd.DataFrame) -> list[Column]:
     return cols
 
 
-def _cell(c: Column, r: dict[str, Any], base: dict[str, Any]) -> str:
-    """One cell as text; a hyperparameter equal to the base row's is blank."""
+def _cell(c: Column, r: dict[str, Any], first: dict[str, Any]) -> str:
+    """One cell as text; a hyperparameter equal to the table's first row's is blank."""
     v = r.get(c.key)
     if c.key == "rank":
         return "base" if r["base"] else str(r["rank"])
     if c.group == "hp":
-        return fmt_value(v) if r["base"] or not same(v, base.get(c.key)) else ""
+        return fmt_value(v) if r is first or not same(v, first.get(c.key)) else ""
     if c.key == "epochs":
         be, ep = r.get("best_epoch"), r.get("epochs")
         return "" if missing(ep) else f"{fmt_value(be)}/{fmt_value(ep)}"
@@ -100,7 +148,7 @@ def _cell(c: Column, r: dict[str, Any], base: dict[str, Any]) -> str:
 
 def display_rows(run: Run, table: pd.DataFrame, cols: list[Column],
                  limit: int | None = None) -> list[list[str]]:
-    """Cells as text: the base row in full, other rows blank where they equal the base."""
+    """Cells as text: the first row in full, the others blank where they equal it."""
     records = table.to_dict("records")[:limit]
     return [[_cell(c, r, records[0]) for c in cols] for r in records]
 
