@@ -128,7 +128,9 @@ def test_cluster_helpers(tmp_path):
     assert cluster.experiment_dir(str(tmp_path / "s"), run) == tmp_path / "s" / "run"
     assert cluster.saved_storage(run) == ""  # no run there yet
     run.mkdir()
-    (run / "config.json").write_text(json.dumps({"tune": {"storage": "/mnt/s"}}))
+    saved = base_config("ptb", "cnn1d")
+    saved.tune.storage = "/mnt/s"
+    (run / "config.json").write_text(saved.to_json())
     assert cluster.saved_storage(run) == "/mnt/s"
     cluster.check_storage(tmp_path / "storage")  # creatable and writable
     (tmp_path / "file").write_text("")

@@ -69,11 +69,11 @@ def overview_lines(r: RunReport) -> list[str]:
                      f"{d.get('train_table', '?')}: {d.get('train_rows', '?')} training beats "
                      f"({_class_counts(d.get('train_counts'))}) and {d.get('val_rows', '?')} "
                      f"validation beats ({_class_counts(d.get('val_counts'))}), a "
-                     + ("" if d.val_by == "records" else "stratified ")
+                     + ("" if d.get("val_by") == "records" else "stratified ")
                      + f"{d.get('val_fraction', '?')} split"
-                     + (" of whole records" if d.val_by == "records" else "")
+                     + (" of whole records" if d.get("val_by") == "records" else "")
                      + f" with seed {d.get('split_seed', '?')}")
-        if d.folds:
+        if d.get("folds"):
             folds = "; ".join(f"{i + 1}: {', '.join(f)}" for i, f in enumerate(d["folds"]))
             lines.append(f"Trials scored by cross-validation over {len(d['folds'])} folds of "
                          f"records (each rung trains one model per fold and scores the pooled "
