@@ -1,7 +1,10 @@
 """`python -m heartjax.score --records RAW_DIR --test-dir OUT_DIR [RECORD ...]`: beat-by-beat
 comparison of reference and test annotations as ANSI/AAMI EC57 defines it (PhysioNet's `bxb`).
 
-Only beat annotations count (the AAMI symbols of `physionet.AAMI_MAP`); beats in the first
+Only beat annotations count, in the classes of a named table (`--classes`): `bxb` (default) is
+PhysioNet's `bxb`, which counts the escape beats `e`, `j`, `n` as S and so reproduces its counts
+exactly; `aami` is the literature's table (de Chazal et al. 2004, `physionet.AAMI_MAP`, what
+heartjax trains on), with escape beats in N. Beats in the first
 `--from` seconds (EC57's 5-minute learning period) and inside the reference's ventricular
 flutter episodes (`[` to `]`) are left out of both files. A test beat
 matches the nearest reference beat within 150 ms, one to one (closest pairs first). With
@@ -9,9 +12,9 @@ matches the nearest reference beat within 150 ms, one to one (closest pairs firs
 r no test beat matched and `Ot` the test beats of label t no reference beat matched:
 
 - QRS: Se = matched / (matched + unmatched reference), +P = matched / (matched + unmatched test);
-- VEB: Se = Vv / (all reference V, matched or not), +P = Vv / (Vv + Nv + Sv + Qv + Ov), where a
-  fusion beat labelled V (Fv) is no false positive (EC57); FPR = (Nv + Sv + Qv) / the matched
-  reference beats that are neither V nor F;
+- VEB: Se = Vv / (all reference V, matched or not), +P = Vv / (Vv + Nv + Sv + Ov), where fusion
+  and unclassifiable beats labelled V (Fv, Qv) are no false positives (EC57, as `bxb` counts);
+  FPR = (Nv + Sv) / the matched reference N and S beats;
 - SVEB: Se = Ss / (all reference S), +P = Ss / (every test S: matched or not).
 
 Gross statistics pool the counts of all records; average statistics are the mean over the
@@ -23,9 +26,10 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -40,6 +44,14 @@ N, S, V, F, Q = range(len(CLASSES))
 UNMATCHED = len(CLASSES)  # the last row / column of a count matrix
 WINDOW_S = 0.150
 LEARNING_S = 300.0
+# Symbol -> class id tables. bxb's (its `amap`) also knows B (bundle branch block), r (R-on-T)
+# and n (supraventricular escape), and puts every escape beat but E in S.
+CLASS_TABLES: Mapping[str, Mapping[str, int]] = MappingProxyType({
+    "bxb": MappingProxyType({**{c: N for c in "NLRB"}, **{c: S for c in "AaJSjen"},
+                             **{c: V for c in "VrE"}, "F": F, **{c: Q for c in "Q/f"}}),
+    "aami": AAMI_MAP,
+})
+DEFAULT_CLASSES = "bxb"
 
 
 @dataclass(frozen=True)
@@ -54,10 +66,19 @@ class Beats:
     flutter: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
 
 
-def read_beats(record: Path, extension: str) -> Beats:
-    """The AAMI beats of `record.extension`, sorted by sample."""
+def class_table(classes: str) -> Mapping[str, int]:
+    """The symbol -> class id table named `classes` (a key of CLASS_TABLES)."""
+    if classes not in CLASS_TABLES:
+        raise UserError(f"--classes {classes}: unknown class table; use one of "
+                        f"{', '.join(CLASS_TABLES)}")
+    return CLASS_TABLES[classes]
+
+
+def read_beats(record: Path, extension: str, classes: str = DEFAULT_CLASSES) -> Beats:
+    """The beats of `record.extension` in the class table `classes`, sorted by sample."""
     import wfdb
 
+    table = class_table(classes)
     path = record.with_name(f"{record.name}.{extension}")
     if not path.is_file():
         raise UserError(f"{path}: annotation file not found; annotate the record first "
@@ -67,9 +88,9 @@ def read_beats(record: Path, extension: str) -> Beats:
     except Exception as e:  # noqa: BLE001 - any failure here is a bad input file
         raise UserError(f"{path}: unreadable annotation file ({error_reason(e)})") from None
     symbols = np.asarray(ann.symbol, dtype=object)
-    keep = np.array([s in AAMI_MAP for s in symbols], dtype=bool)
+    keep = np.array([s in table for s in symbols], dtype=bool)
     sample = np.asarray(ann.sample, dtype=np.int64)[keep]
-    label = np.array([AAMI_MAP[s] for s in symbols[keep]], dtype=np.int64)
+    label = np.array([table[s] for s in symbols[keep]], dtype=np.int64)
     order = np.argsort(sample, kind="stable")
     fs = float(ann.fs) if ann.fs else _header_fs(record, path)
     return Beats(sample[order], label[order], fs, _flutter(np.asarray(ann.sample), symbols))
@@ -157,13 +178,13 @@ def statistics(m: np.ndarray) -> dict[str, dict[str, float | None]]:
     """QRS Se/+P, VEB Se/+P/FPR and SVEB Se/+P (0-1; None where undefined) of a count matrix."""
     c = m[:UNMATCHED, :UNMATCHED]
     matched = c.sum()
-    not_v = [N, S, Q]
+    false_v = [N, S]  # F and Q beats labelled V are no false positives (EC57)
     return {
         "qrs": {"se": _ratio(matched, matched + m[:UNMATCHED, UNMATCHED].sum()),
                 "p": _ratio(matched, matched + m[UNMATCHED, :UNMATCHED].sum())},
         "veb": {"se": _ratio(c[V, V], m[V].sum()),
-                "p": _ratio(c[V, V], c[V, V] + c[not_v, V].sum() + m[UNMATCHED, V]),
-                "fpr": _ratio(c[not_v, V].sum(), c[not_v].sum())},
+                "p": _ratio(c[V, V], c[V, V] + c[false_v, V].sum() + m[UNMATCHED, V]),
+                "fpr": _ratio(c[false_v, V].sum(), c[false_v].sum())},
         "sveb": {"se": _ratio(c[S, S], m[S].sum()),
                  "p": _ratio(c[S, S], m[:, S].sum())},
     }
@@ -181,19 +202,23 @@ def average(stats: Sequence[dict[str, dict[str, float | None]]]) -> dict[str, di
 
 
 def score(raw_dir: str | Path, test_dir: str | Path, records: Sequence[str] = (),
-          ref: str = "atr", test: str = "hjx", start_s: float = LEARNING_S) -> dict[str, Any]:
-    """Per-record, gross and average EC57 statistics and the pooled count matrix."""
+          ref: str = "atr", test: str = "hjx", start_s: float = LEARNING_S,
+          classes: str = DEFAULT_CLASSES) -> dict[str, Any]:
+    """Per-record, gross and average EC57 statistics and the pooled count matrix, with the
+    beats in the class table `classes` (see CLASS_TABLES)."""
     raw_dir, test_dir = Path(raw_dir), Path(test_dir)
+    class_table(classes)  # an unknown name fails before any file is read
     if not test_dir.is_dir():
         raise UserError(f"--test-dir {test_dir}: no such folder")
     names = list(records) or list_records(raw_dir)
-    pairs = [(read_beats(raw_dir / n, ref), read_beats(test_dir / n, test)) for n in names]
+    pairs = [(read_beats(raw_dir / n, ref, classes), read_beats(test_dir / n, test, classes))
+             for n in names]
     matrices = {n: count_matrix(r, t, start_s) for n, (r, t) in zip(names, pairs)}
     per_record = {n: statistics(m) for n, m in matrices.items()}
     pooled = sum(matrices.values())
     return {"records": per_record, "gross": statistics(pooled), "average": average(list(per_record.values())),
             "counts": {n: m.tolist() for n, m in matrices.items()}, "confusion": pooled.tolist(),
-            "start_s": start_s, "window_s": WINDOW_S, "ref": ref, "test": test}
+            "start_s": start_s, "window_s": WINDOW_S, "ref": ref, "test": test, "classes": classes}
 
 
 def _pct(v: float | None) -> str:
@@ -211,7 +236,7 @@ def format_table(result: dict[str, Any]) -> str:
                 f"{_pct(s['sveb']['se'])} {_pct(s['sveb']['p'])}")
 
     lines = [f"EC57 beat-by-beat: .{result['ref']} against .{result['test']}, {1000 * result['window_s']:.0f} ms "
-             f"window, from {result['start_s']:g} s (percent)", head]
+             f"window, from {result['start_s']:g} s, classes {result['classes']} (percent)", head]
     for name, s in result["records"].items():
         ref_beats = int(np.asarray(result["counts"][name])[:UNMATCHED].sum())
         lines.append(row(name, s, str(ref_beats)))
@@ -241,12 +266,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--from", dest="start_s", type=float, default=LEARNING_S, metavar="SECONDS",
                         help="score beats from this time on (default 300: EC57 leaves out the "
                              "first 5 minutes; 0 keeps them)")
+    parser.add_argument("--classes", choices=list(CLASS_TABLES), default=DEFAULT_CLASSES,
+                        help="class table: bxb (default; PhysioNet's bxb, escape beats e j n "
+                             "as S) or aami (de Chazal 2004, escape beats as N, as heartjax trains)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object: records, gross, average (and the counts)")
     args = parser.parse_args(argv)
     if args.start_s < 0:
         raise UserError(f"--from {args.start_s}: must be >= 0 seconds")
-    result = score(args.raw_dir, args.test_dir, args.records, args.ref, args.test, args.start_s)
+    result = score(args.raw_dir, args.test_dir, args.records, args.ref, args.test, args.start_s,
+                   args.classes)
     print(json.dumps(result, indent=1) if args.json else format_table(result))
     sys.stdout.flush()
 
