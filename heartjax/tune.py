@@ -23,6 +23,7 @@ import contextlib
 import functools
 import io
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -304,6 +305,8 @@ def _ray_session(config: ml_collections.ConfigDict, address: str | None, verbose
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
 
+    if verbose < 2:  # after Ray's import, which sets its logger: a user error stays one line
+        logging.getLogger("ray").setLevel(logging.ERROR)
     try:
         ray.init(
             # "local" starts a private Ray: without it ray.init() joins the last `ray start`

@@ -178,3 +178,10 @@ def test_a_storage_that_cannot_be_written_fails_before_ray(ptb_tables, tmp_path)
     result = _tune(ptb_tables, tmp_path / "run", f"--storage={blocked / 'storage'}", *EPOCHS,
                    timeout=120)
     assert_one_line_error(result, "storage", "cannot create or write")
+
+
+def test_resources_no_node_offers_are_one_line_not_a_wait(ptb_tables, tmp_path):
+    result = _tune(ptb_tables, tmp_path / "run", "--config.tune.resources=gpu_node=1", *EPOCHS,
+                   timeout=300)
+    assert_one_line_error(result, "no node of the Ray cluster offers", "gpu_node=1")
+    assert not (tmp_path / "run" / "ray").exists()
