@@ -198,10 +198,14 @@ def ptb_tables(ptb_sample_path: Path, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="session")
 def ptb_run(ptb_tables: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One short real training run of the PTB smoke config (cnn1d), shared by several tests."""
-    workdir = tmp_path_factory.mktemp("ptb_run") / "run"
-    result = run_module("heartjax.train", "--config", "configs/ptb.py:smoke",
-                        f"--config.data.dir={ptb_tables}", "--config.train.epochs=3",
-                        "--workdir", workdir)
+    return train_run("configs/ptb.py:smoke", ptb_tables, tmp_path_factory.mktemp("ptb_run") / "run",
+                     epochs=3)
+
+
+def train_run(config: str, data_dir: Path, workdir: Path, epochs: int) -> Path:
+    """`heartjax.train` of `config` on the tables in `data_dir` into `workdir` (asserted to work)."""
+    result = run_module("heartjax.train", "--config", config, f"--config.data.dir={data_dir}",
+                        f"--config.train.epochs={epochs}", "--workdir", workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
 

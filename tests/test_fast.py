@@ -20,7 +20,7 @@ from heartjax.data import TABLE_FILES, load_dataset, load_table
 from heartjax.data.__main__ import main as data_main
 from heartjax.errors import UserError
 from heartjax.report.cli import main as report_main
-from tests.conftest import REPO, SLOW_TESTS, run_module
+from tests.conftest import REPO, SLOW_TESTS, train_run
 
 FS = 360  # Hz, as MIT-BIH's raw records
 
@@ -28,12 +28,8 @@ FS = 360  # Hz, as MIT-BIH's raw records
 @pytest.fixture(scope="module")
 def mitbih_run(synthetic_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A one-epoch `heartjax.train` run of the MIT-BIH smoke config on the synthetic tables."""
-    workdir = tmp_path_factory.mktemp("fast") / "run"
-    result = run_module("heartjax.train", "--config", "configs/mitbih.py:smoke",
-                        f"--config.data.dir={synthetic_dir}", "--config.train.epochs=1",
-                        "--workdir", workdir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return workdir
+    return train_run("configs/mitbih.py:smoke", synthetic_dir,
+                     tmp_path_factory.mktemp("fast") / "run", epochs=1)
 
 
 def write_record(folder: Path, name: str, seed: int, seconds: float = 60) -> int:
