@@ -1,5 +1,6 @@
-"""Cross-validation by records on DS1: every DS1 record validates once, so a choice rests on
-all 22 patients' arrhythmias instead of four held-out records'.
+"""Cross-validation by records on DS1 (or on several databases: `data.train_files`): every
+record validates once, so a choice rests on all patients' arrhythmias instead of a few
+held-out records'.
 
 The records are dealt into `--folds` folds (`heartjax.data.splits.record_folds`: each fold gets
 one of the richest S records, 209, 201, 207, 118, ...). For every training variant and fold a
@@ -12,6 +13,14 @@ adaptation: each held-out record classified with batch-norm statistics moved tha
 way from the trained ones to the record's own, AdaBN, Li et al. 2016). DS2 is not read.
 
     python experiments/crossval.py --variants shipped,rr_seconds --mix 0.5,0.6,0.9 --adapt-norm 0.5,1
+
+Over MIT-BIH DS1 and svdb (`heartjax.data build wfdb`), each database's records dealt across
+the folds, with the scores per database; `mitdb_only` trains each fold's model on its MIT-BIH
+records alone (the model as it was before svdb) and scores it on the same held-out records:
+
+    python experiments/crossval.py --variants mitdb_only,shipped \
+        --config.data.train_files='("data/interpatient/heart_big_train.parq","data/svdb/heart_big_all.parq")' \
+        --config.data.extra_train=data/interpatient_lead2/heart_big_train.parq,data/svdb_lead2/heart_big_all.parq
 
 Any field of the config can be overridden as for training (`--config.train.epochs=4`);
 a fold's model is reused from `--work` only when it was trained with the same config (a field
@@ -47,6 +56,7 @@ S_TWICE = {"train.class_weight_scale": (1.0, 2.0, 1.0, 1.0, 1.0)}  # S weighs tw
 # what training differs in; "shipped" is the config as given
 VARIANTS = {
     "shipped": {},
+    "mitdb_only": {},  # trained on the fold's MIT-BIH records alone (TRAIN_DATABASES)
     "mlii": {"data.extra_train": ""},  # MLII alone, no second-lead beats
     "rr_seconds": {"model.rr_seconds": True},  # the head also sees the R-R intervals in seconds
     "rr_seconds_mlii": {"model.rr_seconds": True, "data.extra_train": ""},
@@ -81,15 +91,27 @@ VARIANTS = {
 }
 
 
-def fold_model_and_table(base, overrides: dict, folds: int, fold: int, run: Path, quick: bool):
-    """Train (unless `run` holds a finished model) and return the model and its held-out fold."""
+# variants whose fold models train on these databases' records only (validated on all)
+TRAIN_DATABASES = {"mitdb_only": ("mitdb",)}
+
+
+def fold_model_and_table(base, overrides: dict, folds: int, fold: int, run: Path, quick: bool,
+                         databases: tuple[str, ...] = ()):
+    """Train (unless `run` holds a finished model) and return the model and its held-out fold;
+    `databases`: train on the records of these databases only."""
     from heartjax.train import load_splits, train_and_evaluate
 
     config = space.apply(base, {**overrides, "data.folds": folds, "data.fold": fold})
     if quick:
         quick_overrides(config)
     if not (run / "best.json").exists():
-        train_and_evaluate(config, run, progress=False, overwrite=True)
+        splits = None
+        if databases:
+            train, val = load_splits(config)
+            if "database" not in train.meta:
+                raise UserError("training on some databases needs tables with a database column")
+            splits = (train.subset(train.meta["database"].isin(databases).to_numpy()), val)
+        train_and_evaluate(config, run, progress=False, overwrite=True, splits=splits)
     elif not same_training(json.loads((run / "config.json").read_text()), config):
         raise UserError(f"{run} holds a model of another config than this variant's; pick "
                         "another --work for these config overrides")
@@ -206,15 +228,22 @@ def main() -> None:
 
     rows, folds_of = [], {}
     by_record: dict[str, dict] = {name: {} for name in names}
+    by_database: list[dict] = []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     for name in names:
         pooled = {k: None for k in settings}
         per_fold = {k: [] for k in settings}
+        oof: dict[str, list] = {"proba": [], "y": [], "record": [], "database": []}
         for fold in range(args.folds):
             print(f"[{name} fold {fold + 1}/{args.folds}]", flush=True)
             run = Path(args.work) / (f"{name}-fold{fold}" + (f"-seed{args.seed}" if args.seed else ""))
             model, val = fold_model_and_table(base, {**VARIANTS[name], "train.seed": args.seed},
-                                              args.folds, fold, run, args.quick)
+                                              args.folds, fold, run, args.quick,
+                                              TRAIN_DATABASES.get(name, ()))
             folds_of[fold] = sorted(set(val.meta["record"].astype(str)))
+            database = (val.meta["database"].astype(str).to_numpy() if "database" in val.meta
+                        else np.full(len(val), "mitdb"))
             for key in settings:
                 mix, share = key
                 mixed = model.with_model(morph_mix=mix)
@@ -225,9 +254,17 @@ def main() -> None:
                     m, proba = evaluate_table(mixed, val)
                 if key == (own, 0.0):
                     by_record[name].update(record_recalls(val, proba.argmax(axis=1)))
+                    for k, v in (("proba", proba), ("y", val.y),
+                                 ("record", val.records.astype(str)), ("database", database)):
+                        oof[k].append(np.asarray(v))
                 cm = np.asarray(m["confusion_matrix"], np.int64)
                 pooled[key] = cm if pooled[key] is None else pooled[key] + cm
                 per_fold[key].append(m["nsv_recall"])
+        # the out-of-fold probabilities, to score seeds' ensembles (experiments/crossval_seeds.py)
+        np.savez_compressed(out / f"oof_{name}.npz",
+                            **{k: np.concatenate(v) for k, v in oof.items()})
+        by_database += database_scores(name, {k: np.concatenate(v) for k, v in oof.items()},
+                                       model.class_names)
         for key in settings:
             mix, share = key
             scores = metrics.nsv_scores(metrics.from_confusion(pooled[key], model.class_names))
@@ -236,14 +273,38 @@ def main() -> None:
                          "confusion_matrix": pooled[key].tolist()})
             print(f"[{name} mix {mix_label(mix)} adapt {share:g}] pooled "
                   + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     result = {"config": args.config, "seed": args.seed, "folds": {str(k): v for k, v in folds_of.items()},
-              "rows": rows, "records": by_record}
+              "rows": rows, "databases": by_database, "records": by_record}
     (out / "results.json").write_text(json.dumps(result, indent=2))
-    text = markdown(rows, folds_of) + record_markdown(by_record, own)
+    text = (markdown(rows, folds_of) + database_markdown(by_database)
+            + record_markdown(by_record, own))
     (out / "results.md").write_text(text)
     print(text)
+
+
+def database_scores(variant: str, oof: dict[str, np.ndarray],
+                    class_names: tuple[str, ...]) -> list[dict]:
+    """N/S/V recall and S, V precision of the out-of-fold predictions in each database."""
+    rows = []
+    for database in sorted(set(oof["database"])):
+        rows_of = oof["database"] == database
+        m = metrics.evaluate_predictions(oof["y"][rows_of], oof["proba"][rows_of], class_names)
+        rows.append({"variant": variant, "database": str(database),
+                     "records": len(set(oof["record"][rows_of])),
+                     **metrics.nsv_scores(metrics.from_confusion(
+                         np.asarray(m["confusion_matrix"]), class_names))})
+    return rows
+
+
+def database_markdown(rows: list[dict]) -> str:
+    """One line per variant and database (the config's own mix)."""
+    lines = ["\nPer database (out of fold, the config's own mix):\n",
+             "| variant | database | records | N/S/V recall | N | S (precision) | V (precision) |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['variant']} | {r['database']} | {r['records']} | {r['nsv_recall']:.3f} | "
+              f"{r['N_recall']:.3f} | {r['S_recall']:.3f} ({r['S_precision']:.3f}) | "
+              f"{r['V_recall']:.3f} ({r['V_precision']:.3f}) |" for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def config_mix(config) -> tuple[float, ...]:
@@ -282,7 +343,7 @@ def markdown(rows: list[dict], folds_of: dict[int, list[str]]) -> str:
         + " / ".join(f"{v:.3f}" for v in r["folds_nsv_recall"]) + " |"
         for r in rows
     ]
-    return (f"Pooled out-of-fold predictions over the DS1 records (folds {folds}); the last "
+    return (f"Pooled out-of-fold predictions over the records (folds {folds}); the last "
             "column is each fold's N/S/V recall.\n\n" + head + "\n".join(lines) + "\n")
 
 

@@ -6,10 +6,19 @@ __version__ = "0.1.0"
 
 
 def load_checkpoint(path):
-    """Load the best checkpoint at `path` (step folder, train workdir or tune run)."""
-    from heartjax.checkpoint import load_checkpoint as _load  # keep `import heartjax` light
+    """Load the best checkpoint at `path` (step folder, train workdir or tune run), or the
+    model that ships with heartjax by its name ("interpatient"; see `pretrained`)."""
+    from heartjax.pretrained import load  # keep `import heartjax` light
 
-    return _load(path)
+    return load([path])
+
+
+def pretrained(name="interpatient"):
+    """The model `name` that ships with heartjax (no training): "interpatient", the new-patient
+    beat classifier that `heartjax.annotate` uses (the ensemble of its seeds)."""
+    from heartjax.pretrained import pretrained as _pretrained
+
+    return _pretrained(name)
 
 
 def load_ensemble(paths):
@@ -26,4 +35,4 @@ def annotate_record(model, record, lead=None):
     return _annotate(model, record, lead)
 
 
-__all__ = ["annotate_record", "load_checkpoint", "load_ensemble", "__version__"]
+__all__ = ["annotate_record", "load_checkpoint", "load_ensemble", "pretrained", "__version__"]

@@ -32,8 +32,13 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     c.data.dir = "data"  # folder with the beat tables (heart_big_*.parq / heart_*.parq)
     c.data.dataset = dataset
     c.data.train_file = ""  # explicit table instead of data.dir's standard name
-    # a second table of the same records (e.g. their second lead, `heartjax.data build --leads`)
-    # whose beats join training; the validation records' beats are left out (data.val_by=records)
+    # several tables trained as one, e.g. MIT-BIH DS1 and svdb (`heartjax.data build wfdb`):
+    # validation records and cross-validation folds are drawn from all of them, each
+    # database's records dealt across the folds; () reads data.train_file / data.dir
+    c.data.train_files = ()
+    # tables of the same records seen another way (their second lead: `heartjax.data build
+    # --leads`), one path or several joined by commas, whose beats join training; the
+    # validation records' beats are left out (data.val_by=records)
     c.data.extra_train = ""
     c.data.val_fraction = 0.1  # stratified, seeded; tuning never looks at the test table
     c.data.val_by = "beats"  # "records": hold out whole patients (honest for interpatient tests)
@@ -154,6 +159,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(not d.extra_train or d.val_by == "records",
          "data.extra_train needs data.val_by='records' (a beat split would put the same "
          "beats, seen through another lead, in training and in validation)")
+    need(not d.train_files or d.val_by == "records",
+         "data.train_files needs data.val_by='records' (validation by whole records of every "
+         "database)")
     need(d.folds == 0 or (d.folds >= 2 and d.val_by == "records"),
          f"data.folds={d.folds}: use 0 (no folds) or >= 2 with data.val_by='records'")
     need(d.folds == 0 or 0 <= d.fold < d.folds, f"data.fold={d.fold} must be in 0..{d.folds - 1}")

@@ -28,6 +28,7 @@ from heartjax.data import (
     RR_COLUMNS,
     BeatTable,
     add_training_beats,
+    join_tables,
     load_dataset,
     load_table,
     needs_rr,
@@ -43,12 +44,36 @@ Metrics = dict[str, Any]
 ReportFn = Callable[[int, dict[str, float], "Path | None"], None]
 
 
+def training_table(d: ml_collections.ConfigDict) -> BeatTable:
+    """The table training and validation are drawn from: data.train_files joined, else
+    data.train_file, else data.dir's standard training table."""
+    if d.train_files:
+        return join_tables([load_table(f, d.dataset) for f in d.train_files])
+    if d.train_file:
+        return load_table(d.train_file, d.dataset)
+    return load_dataset(d.dir, d.dataset, "train")
+
+
+def extra_tables(d: ml_collections.ConfigDict) -> list[BeatTable]:
+    """The tables of data.extra_train (comma-separated paths)."""
+    out = []
+    for path in (p.strip() for p in d.extra_train.split(",")):
+        if not path:
+            continue
+        if not Path(path).exists():
+            raise UserError(
+                f"data.extra_train: {path} not found; build the second lead's tables "
+                "with `python -m heartjax.data build mitbih --raw MITDB --split interpatient "
+                "--leads V1,V2,V4,V5 --out DIR` (`make data-interpatient` does) or set "
+                "--config.data.extra_train=''")
+        out.append(load_table(path, d.dataset))
+    return out
+
+
 def load_splits(config: ml_collections.ConfigDict) -> tuple[BeatTable, BeatTable]:
     """Training table minus the stratified validation split, and that split."""
     d = config.data
-    table = load_table(d.train_file, d.dataset) if d.train_file else load_dataset(
-        d.dir, d.dataset, "train"
-    )
+    table = training_table(d)
     if table.dataset != d.dataset:
         raise UserError(f"{table.path}: holds {table.dataset} beats but data.dataset={d.dataset}")
     if needs_rr(config.model.context) and table.rr is None:
@@ -58,14 +83,8 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[BeatTable, BeatTable
             "or leave \"rr\" out of --config.model.context"
         )
     train, val = train_val_split(table, d.val_fraction, d.seed, d.val_by, d.folds, d.fold)
-    if d.extra_train:
-        if not Path(d.extra_train).exists():
-            raise UserError(
-                f"data.extra_train={d.extra_train}: table not found; build the second lead's tables "
-                "with `python -m heartjax.data build mitbih --raw MITDB --split interpatient "
-                "--leads V1,V2,V4,V5 --out DIR` (`make data-interpatient` does) or set "
-                "--config.data.extra_train=''")
-        train = add_training_beats(train, val, load_table(d.extra_train, d.dataset))
+    for extra in extra_tables(d):
+        train = add_training_beats(train, val, extra)
     if 0 < d.train_limit < len(train):  # quick runs: a stratified subsample of the training part
         keep, _ = stratified_split(train.y, 1 - d.train_limit / len(train), d.seed)
         train = train.subset(np.sort(keep))

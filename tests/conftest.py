@@ -34,7 +34,7 @@ SHARED = Path(os.environ.get("HEARTJAX_SHARED", REPO.parent / "shared"))
 
 # Fixtures that read ../shared or train on what it holds: a test that uses one, directly or
 # through another fixture, is slow.
-REAL_DATA_FIXTURES = {"shared_dir", "mitdb_dir", "ptbdb_dir", "ptb_sample_path", "mitbih_tables",
+REAL_DATA_FIXTURES = {"shared_dir", "mitdb_dir", "svdb_dir", "ptbdb_dir", "ptb_sample_path", "mitbih_tables",
                       "ptb_tables", "ptb_run", "mitbih_model"}
 # Tests without real data that took over 5 s on the two shared CPU cores (`--durations=0`, load 6-9), by
 # "file::test" (all its parameters); tests/test_fast.py checks that each still exists.
@@ -125,6 +125,15 @@ def shared_dir() -> Path:
         pytest.skip(f"shared data folder {SHARED}/data not found (expected next to the repo, "
                     "or where HEARTJAX_SHARED points)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def svdb_dir(shared_dir: Path) -> Path:
+    """The development half of the MIT-BIH Supraventricular Arrhythmia Database (39 records)."""
+    path = shared_dir / "data" / "physionet" / "svdb-dev"
+    if not (path / "RECORDS").is_file():
+        pytest.skip(f"svdb records not found in {path}")
+    return path
 
 
 @pytest.fixture(scope="session")

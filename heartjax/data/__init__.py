@@ -4,7 +4,12 @@ Building needs wfdb/scipy and lives in `heartjax.data.physionet` (CLI: `python -
 """
 
 from heartjax.data.context import PARTS, context_features, context_width, needs_rr
-from heartjax.data.splits import add_training_beats, stratified_split, train_val_split
+from heartjax.data.splits import (
+    add_training_beats,
+    join_tables,
+    stratified_split,
+    train_val_split,
+)
 from heartjax.data.tables import (
     CLASS_NAMES,
     RR_COLUMNS,
@@ -29,6 +34,7 @@ __all__ = [
     "add_training_beats",
     "context_features",
     "context_width",
+    "join_tables",
     "load_dataset",
     "load_kaggle_ptb",
     "load_table",

@@ -17,12 +17,15 @@ Build, download and check ECG beat tables (187 samples at 125 Hz + a class label
 
   build mitbih   MIT-BIH Arrhythmia records -> heart_big_train.parq / heart_big_test.parq
   build ptb      PTB Diagnostic records     -> heart_train.parq / heart_test.parq
+  build wfdb     any beat-annotated WFDB database (e.g. svdb) -> heart_big_all.parq
   download       fetch the raw records from PhysioNet (wfdb.dl_database)
   check          validate a table, print its summary, optionally plot it
   split          split one table into train/test tables (stratified, seeded)
 
 Example:
   python -m heartjax.data build mitbih --raw ../shared/data/physionet/mitdb --out data
+  python -m heartjax.data build wfdb --raw ../shared/data/physionet/svdb-dev --database svdb \
+      --leads ECG1 --out data/svdb
   python -m heartjax.data check data/heart_big_train.parq --plot data/plots
 """
 
@@ -47,6 +50,19 @@ def _add_common_build(p: argparse.ArgumentParser, lead_default: str) -> None:
                         "(default: stop with an error)")
 
 
+def _add_beat_options(p: argparse.ArgumentParser) -> None:
+    """The options of a build from reference beat annotations (mitbih, wfdb)."""
+    p.add_argument("--peaks", default="annotations", choices=("annotations", "detected"),
+                   help="R positions: the reference annotations, or peaks detected by the "
+                        "published method and matched to an annotation within 150 ms "
+                        "(default annotations)")
+    p.add_argument("--filter", default="none", choices=("none", "bandpass"),
+                   help="none: beats cut from the lead as it is, as published; bandpass: the "
+                        "lead at 125 Hz band-passed to 0.5-40 Hz first (default none)")
+    p.add_argument("--records", default=None, metavar="A,B,...",
+                   help="build only these records (default: all in RECORDS)")
+
+
 def make_parser() -> Parser:
     """The argument parser of the data CLI."""
     parser = Parser(prog="python -m heartjax.data", description=DESCRIPTION,
@@ -61,7 +77,8 @@ def make_parser() -> Parser:
         "mitbih", help="MIT-BIH Arrhythmia (5 AAMI classes N S V F Q)",
         description="MIT-BIH Arrhythmia records -> heart_big_train.parq and heart_big_test.parq "
                     "(--split none: heart_big_all.parq). Extra columns: record, sample (R peak at "
-                    "360 Hz), lead, rr_prev, rr_next, rr_local, rr_record (seconds). Prints a per-class "
+                    "360 Hz), database (mitdb), lead, rr_prev, rr_next, rr_local, rr_record "
+                    "(seconds). Prints a per-class "
                     "count table compared with the published Kaggle set.")
     _add_common_build(mit, DEFAULT_LEADS["mitbih"])
     mit.add_argument("--split", default="kaggle", choices=SPLITS,
@@ -69,15 +86,25 @@ def make_parser() -> Parser:
                           "optimistic); interpatient: de Chazal DS1 -> train, DS2 -> test, paced "
                           "102 104 107 217 left out; none: one table of all beats "
                           "(default kaggle)")
-    mit.add_argument("--peaks", default="annotations", choices=("annotations", "detected"),
-                     help="R positions: the reference annotations, or peaks detected by the "
-                          "published method and matched to an annotation within 150 ms "
-                          "(default annotations)")
-    mit.add_argument("--filter", default="none", choices=("none", "bandpass"),
-                     help="none: beats cut from the lead as it is, as published; bandpass: the "
-                          "lead at 125 Hz band-passed to 0.5-40 Hz first (default none)")
-    mit.add_argument("--records", default=None, metavar="A,B,...",
-                     help="build only these records (default: all in RECORDS)")
+    _add_beat_options(mit)
+
+    other = datasets.add_parser(
+        "wfdb", help="any WFDB database with beat annotations (.atr), 5 AAMI classes",
+        description="Any beat-annotated WFDB database (e.g. the MIT-BIH Supraventricular "
+                    "Arrhythmia Database, svdb) -> heart_big_all.parq, cut as MIT-BIH is: the "
+                    "lead resampled from the record's own rate to 125 Hz, beats at the reference "
+                    "annotations, AAMI classes from the beat symbols. Columns as `build "
+                    "mitbih`, with --database in the database column: a config trains on "
+                    "several such tables at once (data.train_files).")
+    _add_common_build(other, "none: required")
+    other.add_argument("--database", required=True, metavar="NAME",
+                       help="short name of the database, written in the `database` column "
+                            "(e.g. svdb)")
+    other.add_argument("--split", default="none", choices=("none", "kaggle"),
+                       help="none: one table of all beats (heart_big_all.parq); kaggle: a "
+                            "stratified random split into heart_big_train/test.parq "
+                            "(default none)")
+    _add_beat_options(other)
 
     ptb = datasets.add_parser(
         "ptb", help="PTB Diagnostic (normal vs abnormal)",
@@ -158,7 +185,7 @@ def _names(text: str) -> list[str]:
 
 
 def run_build(args: argparse.Namespace) -> None:
-    """`build mitbih|ptb`."""
+    """`build mitbih|wfdb|ptb`."""
     from heartjax.data import physionet
 
     t0 = time.perf_counter()
@@ -169,6 +196,16 @@ def run_build(args: argparse.Namespace) -> None:
                                test_fraction=args.test_fraction, peaks=args.peaks,
                                leads=leads, records=records, skip_bad=args.skip_bad,
                                filter=args.filter)
+    elif args.dataset == "wfdb":
+        if args.leads is None:
+            raise UserError("build wfdb needs --leads: the lead names to use in order of "
+                            "preference (svdb: ECG1, the lead nearest modified lead II)")
+        records = _names(args.records) if args.records is not None else None
+        physionet.build_mitbih(args.raw, args.out, split=args.split, seed=args.seed,
+                               test_fraction=args.test_fraction, peaks=args.peaks,
+                               leads=_names(args.leads), records=records,
+                               skip_bad=args.skip_bad, filter=args.filter,
+                               database=args.database)
     else:
         leads = physionet.PTB_LEADS if args.leads is None else _names(args.leads)
         physionet.build_ptb(args.raw, args.out, seed=args.seed, test_fraction=args.test_fraction,

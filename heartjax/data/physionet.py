@@ -13,6 +13,7 @@ a 0.5 Hz high-pass and the signal inverted when its negative deflections dominat
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -354,9 +355,10 @@ def read_beat_annotations(info: RecordInfo) -> tuple[np.ndarray, np.ndarray]:
 
 
 def mitbih_record_table(info: RecordInfo, peaks: str = "annotations",
-                        filter: str = "none") -> BeatTable:
-    """All AAMI beats of one MIT-BIH record, with record/sample/lead/R-R columns; `filter`:
-    the lead at 125 Hz as it is ("none") or band-passed first ("bandpass")."""
+                        filter: str = "none", database: str = "mitdb") -> BeatTable:
+    """All AAMI beats of one beat-annotated record (MIT-BIH or any database annotated as it
+    is), with database/record/sample/lead/R-R columns; `filter`: the lead at 125 Hz as it is
+    ("none") or band-passed first ("bandpass")."""
     signal = filtered(resample_to(read_lead(info), info.fs), filter)
     samples, labels = read_beat_annotations(info)
     rr = rr_features(samples, info.fs)
@@ -372,6 +374,7 @@ def mitbih_record_table(info: RecordInfo, peaks: str = "annotations",
         native = to_rate(detected[which], FS, info.fs)
     meta = pd.DataFrame({
         "record": info.name,
+        "database": database,
         "sample": native.astype(np.int64),
         "lead": info.lead,
         "rr_prev": rr[rows, 0], "rr_next": rr[rows, 1], "rr_local": rr[rows, 2],
@@ -467,11 +470,19 @@ def _check_interpatient(records: set[str]) -> None:
 def build_mitbih(raw_dir: str | Path, out_dir: str | Path, split: str = "kaggle", seed: int = 0,
                  test_fraction: float = 0.2, peaks: str = "annotations",
                  leads: Iterable[str] = MITBIH_LEADS, records: Iterable[str] | None = None,
-                 skip_bad: bool = False, log: Log = log_stderr, filter: str = "none"
-                 ) -> dict[str, Path]:
-    """Build MIT-BIH beat tables from WFDB records; returns the written file per part."""
+                 skip_bad: bool = False, log: Log = log_stderr, filter: str = "none",
+                 database: str = "mitdb") -> dict[str, Path]:
+    """Build beat tables from the WFDB records of MIT-BIH (`database` "mitdb") or of any
+    database annotated as it is (`database` names it in the table); returns the written file
+    per part."""
     if split not in ("kaggle", "interpatient", "none"):
         raise UserError(f"unknown split {split!r}: use kaggle, interpatient or none")
+    if split == "interpatient" and database != "mitdb":
+        raise UserError(f"the interpatient split names MIT-BIH records (DS1/DS2); {database} "
+                        "takes --split none (one table; validation folds deal its records)")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", database):
+        raise UserError(f"--database {database!r}: give a short name of letters, digits, "
+                        "'.', '_' or '-', e.g. svdb")
     if filter not in FILTERS:
         raise UserError(f"unknown --filter {filter!r}: use {' or '.join(FILTERS)}")
     if peaks not in PEAK_MODES:
@@ -485,7 +496,8 @@ def build_mitbih(raw_dir: str | Path, out_dir: str | Path, split: str = "kaggle"
     if split == "interpatient":
         _check_interpatient({i.name for i in infos})  # before minutes of work, not after
     t0 = time.perf_counter()
-    tables = _run_records(infos, lambda info: mitbih_record_table(info, peaks, filter), skip_bad, log)
+    tables = _run_records(infos, lambda info: mitbih_record_table(info, peaks, filter, database),
+                          skip_bad, log)
     table = concat_tables(tables, "mitbih")
     if not len(table):
         raise UserError("no beats were extracted; check the records and --peaks")
@@ -506,7 +518,7 @@ def build_mitbih(raw_dir: str | Path, out_dir: str | Path, split: str = "kaggle"
                 "(paced, or not in DS1/DS2)")
     files = _write_parts(table, parts, Path(out_dir), MITBIH_FILES)
     print(class_count_table(table, parts,
-                            complete=set(MITBIH_RECORDS) <= built))
+                            complete=database == "mitdb" and set(MITBIH_RECORDS) <= built))
     for part, path in files.items():
         print(f"wrote {path} ({len(parts[part])} beats)")
     return files

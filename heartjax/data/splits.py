@@ -74,7 +74,8 @@ def train_val_split(table: BeatTable, val_fraction: float, seed: int, by: str = 
                             "or use data.val_by='beats'")
         records = table.meta["record"].to_numpy()
         if folds:
-            which = record_folds(records, table.y, folds)
+            databases = table.meta["database"].to_numpy() if "database" in table.meta else None
+            which = record_folds(records, table.y, folds, databases)
             if not 0 <= fold < folds:
                 raise UserError(f"data.fold={fold} must be in 0..{folds - 1} (data.folds={folds})")
             train_idx, val_idx = np.flatnonzero(which != fold), np.flatnonzero(which == fold)
@@ -99,20 +100,27 @@ def record_holdout(records: np.ndarray, y: np.ndarray, fraction: float,
     return keep, held
 
 
-def record_folds(records: np.ndarray, y: np.ndarray, folds: int) -> np.ndarray:
+def record_folds(records: np.ndarray, y: np.ndarray, folds: int,
+                 databases: np.ndarray | None = None) -> np.ndarray:
     """Fold number (0..folds-1) of every row, by whole records: the records are sorted by
     their count of class 1 beats, then of class 2 and so on (MIT-BIH: S, then V; the rare
     classes a fold must show), and dealt in snake order (0, 1, .., k-1, k-1, .., 0, 0, ..), so
-    every fold gets one of the k richest records and the folds' counts stay close.
+    every fold gets one of the k richest records and the folds' counts stay close. With
+    `databases` (each row's database), each database's records are dealt in turn, the snake
+    going on where the last one stopped: every fold holds records of every database.
     Deterministic: each record validates exactly once over the folds."""
     records = np.asarray(records).astype(str)
+    if databases is not None:  # a record is a (database, record) pair
+        databases = np.asarray(databases).astype(str)
+        records = np.char.add(np.char.add(databases, "/"), records)
     names, inverse = np.unique(records, return_inverse=True)
     if not 2 <= folds <= len(names):
         raise UserError(f"data.folds={folds} needs between 2 and {len(names)} (the number of "
                         "records in the training table)")
     counts = np.zeros((len(names), int(np.max(y)) + 1), np.int64)
     np.add.at(counts, (inverse, np.asarray(y)), 1)
-    order = sorted(range(len(names)), key=lambda g: (*(-counts[g, 1:]), names[g]))
+    database = [n.rpartition("/")[0] for n in names]
+    order = sorted(range(len(names)), key=lambda g: (database[g], *(-counts[g, 1:]), names[g]))
     snake = [i % folds if (i // folds) % 2 == 0 else folds - 1 - i % folds
              for i in range(len(names))]
     fold_of = np.zeros(len(names), np.int64)
@@ -152,6 +160,33 @@ def record_split(records: np.ndarray, y: np.ndarray, split: str, fraction: float
         return {"train": np.flatnonzero(np.isin(records, DS1)),
                 "test": np.flatnonzero(np.isin(records, DS2))}
     raise UserError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+
+
+def join_tables(tables: list[BeatTable]) -> BeatTable:
+    """Several databases' tables as one training table: each needs `record` and `database`
+    columns (`heartjax.data build`), the same columns and dataset, and no record name may stand
+    for two databases' patients."""
+    owner: dict[str, str] = {}
+    for t in tables:
+        missing = [c for c in ("record", "database") if c not in t.meta.columns]
+        if missing:
+            raise UserError(f"{t.path}: data.train_files needs the columns record and database "
+                            f"(it lacks {', '.join(missing)}); rebuild it with `python -m "
+                            "heartjax.data build mitbih|wfdb`")
+        if t.dataset != tables[0].dataset or set(t.meta.columns) != set(tables[0].meta.columns):
+            raise UserError(f"{t.path}: its dataset or columns differ from {tables[0].path}'s; "
+                            "build every table of data.train_files with `python -m "
+                            "heartjax.data build` and the same options")
+        for record, database in t.meta[["record", "database"]].drop_duplicates().to_numpy():
+            if owner.setdefault(str(record), str(database)) != str(database):
+                raise UserError(f"{t.path}: record {record} of {database} has the name of a "
+                                f"record of {owner[str(record)]}; list each table of "
+                                "data.train_files once, and databases whose record names differ")
+    columns = list(tables[0].meta.columns)
+    joined = [BeatTable(t.x, t.y, t.dataset, t.path, t.meta[columns]) for t in tables]
+    table = concat_tables(joined, tables[0].dataset)
+    return BeatTable(table.x, table.y, table.dataset, " + ".join(t.path for t in tables),
+                     table.meta)
 
 
 def add_training_beats(train: BeatTable, val: BeatTable, extra: BeatTable) -> BeatTable:

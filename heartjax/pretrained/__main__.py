@@ -1,0 +1,3 @@
+from heartjax.pretrained import main
+
+main()
