@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from heartjax.annotate import DETECTORS, PEAK_RULES, detect_qrs, open_record
-from heartjax.data.physionet import read_lead
+from heartjax.annotate import DETECTORS, PEAK_RULES, detect_qrs
 from heartjax.data.splits import DS1
 from heartjax.errors import cli_entry
+from heartjax.recordings import open_recording, read_signal
 from heartjax.score import CLASSES, WINDOW_S, Beats, count_matrix, match, read_beats, statistics
 
 
@@ -51,8 +51,8 @@ def main() -> None:
     aligned = {m: np.zeros((2, len(CLASSES)), np.int64) for m in methods}  # within, matched
     seconds = {m: 0.0 for m in methods}
     for name in args.records:
-        info = open_record(raw / name)
-        signal = read_lead(info)
+        info = open_recording(raw / name)
+        signal = read_signal(info)
         reference = read_beats(raw / name, "atr")
         row = {"record": name, "lead": info.lead}
         for m in methods:

@@ -28,11 +28,12 @@ def load_ensemble(paths):
     return _load(paths)
 
 
-def annotate_record(model, record, lead=None):
-    """Every beat of the raw WFDB record at `record`, detected and labelled by `model`."""
+def annotate_record(model, record, lead=None, fs=None):
+    """Every beat of the raw recording at `record` (WFDB, EDF, CSV or NumPy; `fs`: the rate of a
+    CSV or NumPy file), detected and labelled by `model`."""
     from heartjax.annotate import annotate_record as _annotate
 
-    return _annotate(model, record, lead)
+    return _annotate(model, record, lead, fs=fs)
 
 
 __all__ = ["annotate_record", "load_checkpoint", "load_ensemble", "pretrained", "__version__"]

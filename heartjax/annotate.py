@@ -1,20 +1,28 @@
-"""`python -m heartjax.annotate RECORD [RECORD ...] --out DIR`: label every beat of a raw ECG record.
+"""`python -m heartjax.annotate RECORDING [RECORDING ...] --out DIR`: label every beat of a raw ECG
+recording.
 
 From the raw signal alone, at any sampling frequency and gain:
-1. the lead, by name from LEADS (MLII first, as the table build; `--lead` overrides);
-2. QRS complexes by wfdb's `gqrs` (PhysioNet's detector; `--detector` picks wfdb's `xqrs` or
+1. the recording, by its suffix (`heartjax.recordings`): WFDB (`RECORD.hea` or the record's path
+   without suffix), EDF/EDF+ (`.edf`), CSV (`.csv`: a header row of lead names, one column a lead)
+   or NumPy (`.npy`: 1-D or (samples, leads); `.npz`: one array a lead). CSV and NumPy carry no
+   rate (`--fs HZ`) and are taken as mV; WFDB and EDF signals are read in mV;
+2. the lead, the first of lead II's names (MLII, II, ii, ECG1), then MIT-BIH's chest leads V5,
+   V2, V1, V4, then ECG (`recordings.LEADS`, names compared without case, spaces or an ECG/EKG
+   prefix), or the only signal; `--lead` names one;
+3. QRS complexes by wfdb's `gqrs` (PhysioNet's detector; `--detector` picks wfdb's `xqrs` or
    one of neurokit2's), each moved to its R peak (within 50 ms, the largest deviation from the
    200 ms local mean: gqrs marks about 35 ms before the peak, where the reference annotations
    and the beat windows start); a detection that neither of two neurokit2 detectors confirms
    and that is under half its neighbours' size is dropped (a T wave or noise:
    `drop_unconfirmed`);
-3. each beat cut exactly as the table build cuts it (`physionet.extract_beats` on the lead
+4. each beat cut exactly as the table build cuts it (`physionet.extract_beats` on the lead
    resampled to 125 Hz), the R-R intervals and template features from the detected beats;
-4. the checkpoint's model (or the ensemble of several).
+5. the checkpoint's model (or the ensemble of several).
 
-Writes `DIR/RECORD.hjx`, a WFDB annotation file with the AAMI symbols N S V F Q at the R peaks
-written by `wfdb.wrann`, read back by `wfdb.rdann(path, "hjx")`), and `DIR/RECORD.csv` (sample,
-time, class and each class's probability). `heartjax.score` compares the .hjx with the .atr.
+Writes `DIR/NAME.hjx` (NAME: the record's name or the file's stem), a WFDB annotation file with
+the AAMI symbols N S V F Q at the R peaks written by `wfdb.wrann`, read back by
+`wfdb.rdann(path, "hjx")`), and `DIR/NAME.csv` (sample, time, class and each class's
+probability). `heartjax.score` compares the .hjx with the .atr.
 """
 
 from __future__ import annotations
@@ -30,23 +38,12 @@ import numpy as np
 import pandas as pd
 
 from heartjax.checkpoint import Ensemble, Predictor, load_models
-from heartjax.data.physionet import (
-    MITBIH_LEADS,
-    RecordInfo,
-    check_data_files,
-    error_reason,
-    extract_beats,
-    read_lead,
-    resample_to,
-    to_rate,
-)
+from heartjax.data.physionet import extract_beats, resample_to, to_rate
 from heartjax.data.rhythm import rr_features
 from heartjax.data.tables import CLASS_NAMES, FS
 from heartjax.errors import Parser, UserError, cli_entry
+from heartjax.recordings import LEADS, Recording, check_fs, open_recording, read_signal
 
-# MIT-BIH's preference (MLII, then the chest leads of 102 and 104), then common names of lead II
-# and of single-lead recorders.
-LEADS = (*MITBIH_LEADS, "II", "ii", "ECG", "ECG1")
 DEFAULT_CHECKPOINT = "runs/interpatient-best"  # the new-patient model (`make interpatient-best`)
 EXTENSION = "hjx"
 PEAK_SEARCH_S = 0.05  # a detection → the R peak this close to it
@@ -58,7 +55,6 @@ CONFIRMERS = ("neurokit", "kalidas2017")  # neurokit2's own detector and Kalidas
 CONFIRM_S = 0.1  # another detector's beat this close confirms a detection
 SMALL = 0.5  # an unconfirmed detection under this share of its neighbours' median size goes
 NEIGHBOURS = 8  # on each side, for that median
-HINT = ""  # annotate's bad-record messages end with their own fix
 
 
 @dataclass(frozen=True)
@@ -87,36 +83,6 @@ class Annotation:
         for i, name in enumerate(self.class_names):
             frame[f"p_{name}"] = np.round(self.proba[:, i], 5)
         return frame
-
-
-def record_path(path: str | Path) -> Path:
-    """A record's path without suffix (`mitdb/100` or `mitdb/100.hea` → `mitdb/100`)."""
-    path = Path(path)
-    return path.with_suffix("") if path.suffix in (".hea", ".dat", ".atr") else path
-
-
-def open_record(path: str | Path, lead: str | None = None) -> RecordInfo:
-    """Check a record's header, lead and signal files before any work; `lead` None: LEADS."""
-    import wfdb
-
-    path = record_path(path)
-    name = path.name
-    if not path.with_name(name + ".hea").is_file():
-        raise UserError(f"record {name}: header {name}.hea not found in {path.parent.absolute()}; "
-                        "pass the record's path without suffix, e.g. mitdb/100")
-    try:
-        header = wfdb.rdheader(str(path))
-    except Exception as e:  # noqa: BLE001 - any failure here is a bad input file
-        raise UserError(f"record {name}: unreadable header {name}.hea ({error_reason(e)})") from None
-    names = list(header.sig_name or [])
-    wanted = (lead,) if lead else LEADS
-    chosen = next((w for w in wanted if w in names), None)
-    if chosen is None:
-        have = ", ".join(names) or "no signals"
-        fix = "pass one of its leads" if lead else "pass one of its leads with --lead"
-        raise UserError(f"record {name}: no lead {' or '.join(wanted)} (it has {have}); {fix}")
-    check_data_files(path, name, header, hint=HINT)
-    return RecordInfo(name, path, chosen, float(header.fs), tuple(header.comments or ()))
 
 
 def _gqrs(signal: np.ndarray, fs: float) -> np.ndarray:
@@ -223,10 +189,10 @@ def _check_model(model: Predictor | Ensemble) -> None:
                         f"{DEFAULT_CHECKPOINT} from `make interpatient-best`")
 
 
-def annotate_info(model: Predictor | Ensemble, info: RecordInfo, detector: str = "gqrs",
+def annotate_info(model: Predictor | Ensemble, info: Recording, detector: str = "gqrs",
                   confirm: bool = True) -> Annotation:
-    """Detect, cut and classify the beats of a checked record."""
-    raw = read_lead(info, hint=HINT)
+    """Detect, cut and classify the beats of a checked recording."""
+    raw = read_signal(info)
     peaks = detect_qrs(raw, info.fs, detector, confirm=confirm)
     seconds = len(raw) / info.fs
     if len(peaks) < 2:
@@ -240,10 +206,12 @@ def annotate_info(model: Predictor | Ensemble, info: RecordInfo, detector: str =
 
 
 def annotate_record(model: Predictor | Ensemble, record: str | Path, lead: str | None = None,
-                    detector: str = "gqrs", confirm: bool = True) -> Annotation:
-    """Every beat of the WFDB record at `record` (path without suffix), labelled by `model`."""
+                    detector: str = "gqrs", confirm: bool = True,
+                    fs: float | None = None) -> Annotation:
+    """Every beat of the recording at `record` (a WFDB record's path without suffix, or an
+    .edf, .csv, .npy or .npz file; `fs`: the rate of a CSV or NumPy file), labelled by `model`."""
     _check_model(model)
-    return annotate_info(model, open_record(record, lead), detector, confirm)
+    return annotate_info(model, open_recording(record, lead, fs), detector, confirm)
 
 
 def write_annotation(ann: Annotation, out_dir: str | Path) -> tuple[Path, Path]:
@@ -275,7 +243,7 @@ def parse_window(text: str) -> tuple[float, float]:
     return start, end
 
 
-def plot_strip(ann: Annotation, info: RecordInfo, window: tuple[float, float],
+def plot_strip(ann: Annotation, info: Recording, window: tuple[float, float],
                path: str | Path) -> Path:
     """The lead over `window` (seconds) with the reference labels (when an .atr exists) above
     the signal and the predicted ones below it; a disagreement is drawn in red."""
@@ -288,7 +256,7 @@ def plot_strip(ann: Annotation, info: RecordInfo, window: tuple[float, float],
     from heartjax.data.physionet import AAMI_MAP
 
     start, end = (round(t * info.fs) for t in window)
-    signal = read_lead(info, hint=HINT)
+    signal = read_signal(info)
     end = min(end, len(signal))
     if start >= end:
         raise UserError(f"--plot: the record is {len(signal) / info.fs:.0f} s long; "
@@ -299,8 +267,8 @@ def plot_strip(ann: Annotation, info: RecordInfo, window: tuple[float, float],
     top, bottom = float(signal[start:end].max()), float(signal[start:end].min())
     pad = 0.15 * (top - bottom or 1.0)
     reference: dict[int, str] = {}
-    if info.path.with_name(info.name + ".atr").is_file():
-        ref = wfdb.rdann(str(info.path), "atr")
+    if info.record.with_name(info.record.name + ".atr").is_file():
+        ref = wfdb.rdann(str(info.record), "atr")
         reference = {int(s): CLASS_NAMES["mitbih"][AAMI_MAP[c]]
                      for s, c in zip(ref.sample, ref.symbol) if c in AAMI_MAP and start <= s < end}
         for s, c in reference.items():
@@ -317,7 +285,7 @@ def plot_strip(ann: Annotation, info: RecordInfo, window: tuple[float, float],
         ax.axvline(s / info.fs, color="0.85", lw=0.6, zorder=0)
     ax.set_ylim(bottom - 3 * pad, top + 3 * pad)
     ax.set_xlabel("time (s)")
-    ax.set_ylabel(f"{info.lead} (physical units)")
+    ax.set_ylabel(f"{info.lead} (mV)")
     above = "reference (.atr) above, " if reference else ""
     ax.set_title(f"record {info.name}: {above}heartjax below (red: differs from the reference)",
                  fontsize=10)
@@ -331,7 +299,12 @@ def plot_strip(ann: Annotation, info: RecordInfo, window: tuple[float, float],
 def _summary(ann: Annotation) -> str:
     counts = pd.Series(ann.symbols).value_counts()
     classes = " ".join(f"{c} {counts.get(c, 0):,}" for c in ann.class_names)
-    return f"{len(ann.sample):,} beats ({classes}), lead {ann.lead} at {ann.fs:g} Hz"
+    return f"{len(ann.sample):,} beats ({classes})"
+
+
+def lead_line(rec: Recording) -> str:
+    """Which lead of the recording annotate reads and why: its progress line begins so."""
+    return f"{rec.name}: lead {rec.lead} at {rec.fs:g} Hz ({rec.choice})"
 
 
 def _load(paths: Sequence[str]) -> Predictor | Ensemble:
@@ -345,16 +318,35 @@ def _load(paths: Sequence[str]) -> Predictor | Ensemble:
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point."""
-    parser = Parser(prog="python -m heartjax.annotate",
-                    description="Detect, classify and annotate every beat of raw WFDB records.")
-    parser.add_argument("records", nargs="+", metavar="RECORD",
-                        help="WFDB record path without suffix, e.g. ../shared/data/physionet/mitdb/100")
+    parser = Parser(
+        prog="python -m heartjax.annotate",
+        description="Detect, classify and annotate every beat of raw ECG recordings: WFDB "
+                    "records, EDF/EDF+, CSV or NumPy files.",
+        epilog="Units: WFDB and EDF signals are read in mV (uV and V converted); CSV and NumPy "
+               "values are taken as mV. Only the QRS detection sees the scale (gqrs starts from "
+               "a typical QRS amplitude in mV; the classifier normalises each 10 s window), so "
+               "give CSV and NumPy values in mV.")
+    parser.add_argument("records", nargs="+", metavar="RECORDING",
+                        help="a WFDB record's path without suffix (or its .hea), e.g. "
+                             "../shared/data/physionet/mitdb/100; an EDF/EDF+ file (.edf); a CSV "
+                             "file (.csv: a header row of lead names, one column a lead, a time "
+                             "column left out); a NumPy file (.npy: 1-D or (samples, leads); "
+                             ".npz: one 1-D array a lead, named by its key)")
     parser.add_argument("--checkpoint", nargs="+", default=[DEFAULT_CHECKPOINT], metavar="RUN",
                         help="a train workdir, tune run or step folder; several: their ensemble "
                              f"(default: {DEFAULT_CHECKPOINT}, the new-patient model)")
     parser.add_argument("--out", required=True, metavar="DIR",
-                        help="folder for RECORD.hjx (WFDB annotations) and RECORD.csv")
-    parser.add_argument("--lead", help=f"signal name to use (default: the first of {', '.join(LEADS)})")
+                        help="folder for NAME.hjx (WFDB annotations) and NAME.csv, NAME the "
+                             "record's name or the file's stem")
+    parser.add_argument("--lead", metavar="NAME",
+                        help="the lead to use: a signal, EDF label, CSV column or .npz array name "
+                             "(an unnamed .npy's column index). Default: the first of "
+                             f"{', '.join(LEADS)} (lead II's names, then MIT-BIH's chest leads; "
+                             "case, spaces and an ECG/EKG prefix aside: 'ECG II' is II), or the "
+                             "recording's only signal")
+    parser.add_argument("--fs", type=float, metavar="HZ",
+                        help="sampling frequency of CSV and NumPy files, which carry none "
+                             "(required for them; WFDB and EDF files keep their own)")
     parser.add_argument("--detector", choices=list(DETECTORS), default="gqrs",
                         help="QRS detector: wfdb's gqrs or xqrs, or one of neurokit2's (default "
                              "gqrs: the best of them on the DS1 records, experiments/qrs_detectors.py)")
@@ -362,25 +354,27 @@ def main(argv: list[str] | None = None) -> None:
                         help="keep every detection (default: drop those that neither of neurokit2's "
                              "detectors confirms and that are under half their neighbours' size)")
     parser.add_argument("--plot", metavar="START:END",
-                        help="also write DIR/RECORD.png: the lead over this window (seconds) with "
+                        help="also write DIR/NAME.png: the lead over this window (seconds) with "
                              "the reference and predicted labels")
     args = parser.parse_args(argv)
     window = parse_window(args.plot) if args.plot else None
-    infos = [open_record(r, args.lead) for r in args.records]  # every record checked first
-    seen = [i.name for i in infos]
+    check_fs(args.fs)
+    # every recording checked first
+    recordings = [open_recording(r, args.lead, args.fs) for r in args.records]
+    seen = [rec.name for rec in recordings]
     if len(set(seen)) != len(seen):
-        raise UserError("two records share a name; their outputs would overwrite each other")
+        raise UserError("two recordings share a name; their outputs would overwrite each other")
     model = _load(args.checkpoint)
     _check_model(model)
-    for info in infos:
+    for rec in recordings:
         t0 = time.perf_counter()
-        ann = annotate_info(model, info, args.detector, args.confirm)
+        ann = annotate_info(model, rec, args.detector, args.confirm)
         hjx, csv = write_annotation(ann, args.out)
         extra = ""
         if window:
-            extra = f", {plot_strip(ann, info, window, Path(args.out) / f'{info.name}.png')}"
-        print(f"{info.name}: {_summary(ann)} in {time.perf_counter() - t0:.1f} s -> {hjx}, {csv}"
-              f"{extra}", file=sys.stderr, flush=True)
+            extra = f", {plot_strip(ann, rec, window, Path(args.out) / f'{rec.name}.png')}"
+        print(f"{lead_line(rec)}: {_summary(ann)} in {time.perf_counter() - t0:.1f} s -> {hjx}, "
+              f"{csv}{extra}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

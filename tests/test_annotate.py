@@ -128,12 +128,12 @@ def test_drop_unconfirmed_removes_only_small_unconfirmed_detections():
 
 def test_the_confirmation_keeps_every_reference_beat_of_record_100(record_100):
     """Record 100's first minutes (clean): the check must drop none of the beats gqrs finds."""
-    from heartjax.annotate import detect_qrs, open_record
-    from heartjax.data.physionet import read_lead
+    from heartjax.annotate import detect_qrs
+    from heartjax.recordings import open_recording, read_signal
     from heartjax.score import Beats, count_matrix, read_beats, statistics
 
-    info = open_record(record_100)
-    signal = read_lead(info)
+    info = open_recording(record_100)
+    signal = read_signal(info)
     ref = read_beats(record_100, "atr")
     qrs = {}
     for confirm in (False, True):

@@ -214,3 +214,25 @@ def test_batch_norm_adaptation_normalises_each_record_by_its_own_beats(mitbih_mo
     trained = model.predict_proba(table.x, table.rr)
     assert np.abs(adapted - trained).max() > 1e-3  # the record's statistics are not the trained ones
     np.testing.assert_allclose(adapted_proba(model, table, 0.0), trained, atol=1e-5)  # share 0
+
+
+def test_ludb_qrs_scores_annotates_detection_on_lead_ii(shared_dir, tmp_path):
+    """Two LUDB records: lead ii, three scorings whose counts add up, the report written."""
+    import json
+
+    ludb = shared_dir / "data" / "physionet" / "ludb"
+    if not (ludb / "RECORDS").is_file():
+        pytest.skip(f"LUDB records not found in {ludb}")
+    result = subprocess.run([sys.executable, "experiments/ludb_qrs.py", "1", "110",
+                             "--records-dir", str(ludb), "--out", str(tmp_path / "ludb")],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "ludb.json").read_text())
+    assert [r["lead"] for r in report["records"]] == ["ii", "ii"] and report["headline"] == "span"
+    for r in report["records"]:
+        assert r["all"]["tp"] + r["all"]["fn"] == r["reference"]  # every marked QRS counted
+        assert r["all"]["tp"] + r["all"]["fp"] == r["detected"]
+        assert r["span"]["fp"] <= r["edges"]["fp"] <= r["all"]["fp"]
+    first = report["records"][0]
+    assert first["span"] == {"tp": first["reference"], "fn": 0, "fp": 0}, first
+    assert "| 110 |" in (tmp_path / "ludb.md").read_text()
