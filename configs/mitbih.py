@@ -3,8 +3,9 @@
 Variants compose, applied left to right: `configs/mitbih.py:interpatient,smoke`.
 - a model: `:resnet1d` (the default), `:cnn2d`, `:transformer`, `:cnn1d`;
 - `:best`: the resnet1d with R-R and template features as context (`make mitbih-best`);
-- `:interpatient`: `:best` for new patients, trained and chosen on DS1 only
-  (`make interpatient-best`); `:tune_interpatient` searches its knobs (`make tune-interpatient`);
+- `:interpatient`: `:best` for new patients, trained and chosen on MIT-BIH DS1 and svdb's
+  development half (`make interpatient-best`), tested on DS2; `:interpatient_ds1` the same
+  trained on DS1 alone; `:tune_interpatient` searches its knobs (`make tune-interpatient`);
 - `:tune_cnn2d`, `:tune_transformer`: tune the course's original model from its own settings;
 - `:smoke`: tiny and short, for tests.
 Override any field: `--config.train.learning_rate=3e-4`. What each variant measured:
@@ -20,7 +21,8 @@ TUNED = {"tune_cnn2d": "cnn2d", "tune_transformer": "transformer"}  # variant ->
 
 def get_config(arg=None):
     names = variants(arg, "configs/mitbih.py",
-                     (*MODELS, "best", "interpatient", "tune_interpatient", *TUNED, "smoke"))
+                     (*MODELS, "best", "interpatient", "interpatient_ds1", "tune_interpatient",
+                      *TUNED, "smoke"))
     models = [n for n in names if n in MODELS] + [TUNED[n] for n in names if n in TUNED]
     c = base_config("mitbih", models[-1] if models else "resnet1d")
     c.train.epochs = 20
@@ -55,15 +57,19 @@ def best(c):
 
 
 def interpatient(c):
-    """DS1 -> DS2 (`make data-interpatient`): no patient is in both. Every knob is chosen on DS1
-    alone (by `make tune-interpatient` and by cross-validation over the 22 DS1 records, `make
-    crossval`); DS2 is the test table, looked at once. What each knob measured, and what was
-    tried and not taken: docs/new-patients.md."""
+    """New patients: trained on MIT-BIH DS1 and the development half of svdb (`make
+    data-interpatient`), 61 patients of two databases, each record seen through both its leads;
+    tested on DS2 (no patient in both), looked at once. Every knob is chosen by
+    cross-validation over the records of both databases (`experiments/crossval.py`, `make
+    tune-interpatient`). What each knob measured, and what was tried and not taken:
+    docs/new-patients.md."""
     best(c)
-    c.data.dir = "data/interpatient"
-    # the DS1 beats cut from each record's second lead (V1, V2, V4 or V5) join training
-    c.data.extra_train = c.data.get_ref("dir") + "_lead2/heart_big_train.parq"
-    c.data.val_by = "records"  # whole DS1 records validate: new patients, as in DS2
+    c.data.dir = "data/interpatient"  # DS2: heart_big_test.parq
+    c.data.train_files = ("data/interpatient/heart_big_train.parq", "data/svdb/heart_big_all.parq")
+    # the same beats cut from each record's second lead (MIT-BIH V1, V2, V4 or V5; svdb ECG2)
+    c.data.extra_train = ("data/interpatient_lead2/heart_big_train.parq,"
+                          "data/svdb_lead2/heart_big_all.parq")
+    c.data.val_by = "records"  # whole records validate: new patients, as in DS2
     c.train.select_metric = "nsv_recall"  # the classes EC57 scores (validation holds 2 F beats)
     # beat shapes are patient-specific, the rhythm is not: 90% of the training beats show the
     # head only their context
@@ -83,6 +89,13 @@ def interpatient(c):
     c.train.weight_decay = 7.3e-5
     c.train.augment.update(scale=0.2, noise=0.01, wander=0.05, stretch=0.05)
     c.train.epochs = 8
+
+
+def interpatient_ds1(c):
+    """`:interpatient` as it was before svdb: MIT-BIH DS1 alone (both leads)."""
+    interpatient(c)
+    c.data.train_files = ()
+    c.data.extra_train = "data/interpatient_lead2/heart_big_train.parq"
 
 
 def tune_interpatient(c):
@@ -142,5 +155,6 @@ def smoke(c):
     c.tune.time_budget_s = 0
 
 
-VARIANTS = {"best": best, "interpatient": interpatient, "tune_interpatient": tune_interpatient,
+VARIANTS = {"best": best, "interpatient": interpatient, "interpatient_ds1": interpatient_ds1,
+            "tune_interpatient": tune_interpatient,
             "tune_cnn2d": tune_cnn2d, "tune_transformer": tune_transformer, "smoke": smoke}

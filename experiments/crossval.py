@@ -256,7 +256,7 @@ def main() -> None:
                     by_record[name].update(record_recalls(val, proba.argmax(axis=1)))
                     for k, v in (("proba", proba), ("y", val.y),
                                  ("record", val.records.astype(str)), ("database", database)):
-                        oof[k].append(np.asarray(v))
+                        oof[k].append(np.asarray(v, dtype=None if k in ("proba", "y") else str))
                 cm = np.asarray(m["confusion_matrix"], np.int64)
                 pooled[key] = cm if pooled[key] is None else pooled[key] + cm
                 per_fold[key].append(m["nsv_recall"])

@@ -37,14 +37,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from heartjax.checkpoint import Ensemble, Predictor, load_models
+from heartjax.checkpoint import Ensemble, Predictor
 from heartjax.data.physionet import extract_beats, resample_to, to_rate
 from heartjax.data.rhythm import rr_features
 from heartjax.data.tables import CLASS_NAMES, FS
 from heartjax.errors import Parser, UserError, cli_entry
+from heartjax.pretrained import load
 from heartjax.recordings import LEADS, Recording, check_fs, open_recording, read_signal
 
-DEFAULT_CHECKPOINT = "runs/interpatient-best"  # the new-patient model (`make interpatient-best`)
+# the new-patient model that ships with heartjax (heartjax.pretrained): no training needed
+DEFAULT_CHECKPOINT = "interpatient"
 EXTENSION = "hjx"
 PEAK_SEARCH_S = 0.05  # a detection → the R peak this close to it
 BASELINE_S = 0.2  # the local mean the R peak deviates from
@@ -186,7 +188,7 @@ def _check_model(model: Predictor | Ensemble) -> None:
     if tuple(model.class_names) != CLASS_NAMES["mitbih"]:
         raise UserError(f"{model.path}: a {'/'.join(model.class_names)} model; annotating records "
                         f"needs a MIT-BIH beat model ({', '.join(CLASS_NAMES['mitbih'])}), e.g. "
-                        f"{DEFAULT_CHECKPOINT} from `make interpatient-best`")
+                        f"the packaged {DEFAULT_CHECKPOINT!r} (the default of --checkpoint)")
 
 
 def annotate_info(model: Predictor | Ensemble, info: Recording, detector: str = "gqrs",
@@ -307,14 +309,6 @@ def lead_line(rec: Recording) -> str:
     return f"{rec.name}: lead {rec.lead} at {rec.fs:g} Hz ({rec.choice})"
 
 
-def _load(paths: Sequence[str]) -> Predictor | Ensemble:
-    first = Path(paths[0])
-    if len(paths) == 1 and str(paths[0]) == DEFAULT_CHECKPOINT and not first.exists():
-        raise UserError(f"no checkpoint at {DEFAULT_CHECKPOINT}: train the new-patient model "
-                        "with `make interpatient-best`, or pass --checkpoint RUN")
-    return load_models(list(paths))
-
-
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point."""
@@ -333,8 +327,9 @@ def main(argv: list[str] | None = None) -> None:
                              "column left out); a NumPy file (.npy: 1-D or (samples, leads); "
                              ".npz: one 1-D array a lead, named by its key)")
     parser.add_argument("--checkpoint", nargs="+", default=[DEFAULT_CHECKPOINT], metavar="RUN",
-                        help="a train workdir, tune run or step folder; several: their ensemble "
-                             f"(default: {DEFAULT_CHECKPOINT}, the new-patient model)")
+                        help="a train workdir, tune run or step folder; several: their ensemble; "
+                             f"or a packaged model's name (default: {DEFAULT_CHECKPOINT}, the "
+                             "new-patient model that ships with heartjax)")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="folder for NAME.hjx (WFDB annotations) and NAME.csv, NAME the "
                              "record's name or the file's stem")
@@ -364,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     seen = [rec.name for rec in recordings]
     if len(set(seen)) != len(seen):
         raise UserError("two recordings share a name; their outputs would overwrite each other")
-    model = _load(args.checkpoint)
+    model = load(args.checkpoint)
     _check_model(model)
     for rec in recordings:
         t0 = time.perf_counter()

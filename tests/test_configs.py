@@ -3,6 +3,7 @@
 import pytest
 
 from heartjax.cli import load_config
+from heartjax.config import validate
 from heartjax.errors import UserError
 
 
@@ -29,7 +30,6 @@ def test_the_new_patient_protocol_chooses_on_ds1_records_only():
 
 
 def test_nsv_recall_needs_the_mitbih_classes():
-    from heartjax.config import validate
 
     c = load_config("configs/ptb.py")
     c.train.select_metric = "nsv_recall"
@@ -38,7 +38,6 @@ def test_nsv_recall_needs_the_mitbih_classes():
 
 
 def test_extra_training_leads_need_validation_by_records():
-    from heartjax.config import validate
 
     c = load_config("configs/mitbih.py")
     c.data.extra_train = "data/interpatient_lead2/heart_big_train.parq"
@@ -49,7 +48,6 @@ def test_extra_training_leads_need_validation_by_records():
 
 
 def test_record_balance_is_a_share():
-    from heartjax.config import validate
 
     c = load_config("configs/mitbih.py")
     c.train.record_balance = 1.5
@@ -61,14 +59,17 @@ def test_record_balance_is_a_share():
         validate(c)
 
 
-def test_the_second_lead_table_follows_the_data_folder():
+def test_the_new_patient_model_learns_from_both_databases_and_both_leads():
     c = load_config("configs/mitbih.py:interpatient")
-    assert c.data.extra_train == "data/interpatient_lead2/heart_big_train.parq"
-    c.data.dir = "/tables/interpatient"  # as --config.data.dir sets it
-    assert c.data.extra_train == "/tables/interpatient_lead2/heart_big_train.parq"
-    assert c.to_dict()["data"]["extra_train"] == c.data.extra_train  # saved as a plain path
-    c.data.extra_train = ""  # an explicit value replaces it
-    assert c.data.extra_train == ""
+    assert c.data.train_files == ("data/interpatient/heart_big_train.parq",
+                                  "data/svdb/heart_big_all.parq")
+    assert c.data.extra_train.split(",") == ["data/interpatient_lead2/heart_big_train.parq",
+                                             "data/svdb_lead2/heart_big_all.parq"]
+    validate(c)
+    ds1 = load_config("configs/mitbih.py:interpatient_ds1")
+    assert ds1.data.train_files == () and ds1.data.extra_train == \
+        "data/interpatient_lead2/heart_big_train.parq"
+    assert ds1.model.to_dict() == c.model.to_dict() and ds1.train.to_dict() == c.train.to_dict()
 
 
 def test_the_search_starts_from_one_mix_for_every_class():

@@ -132,3 +132,13 @@ def test_build_wfdb_bad_options_are_one_line(svdb_dir, tmp_path, args, needles):
                           "--out", tmp_path, *args)
     assert_one_line_error(result, *needles)
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_the_makefile_builds_svdbs_development_half_only():
+    from heartjax.data.physionet import SVDB_DEV_RECORDS
+    from tests.conftest import REPO
+
+    line = next(ln for ln in (REPO / "Makefile").read_text().splitlines()
+                if ln.startswith("SVDB_DEV :="))
+    assert tuple(line.split(":=")[1].strip().split(",")) == SVDB_DEV_RECORDS
+    assert len(SVDB_DEV_RECORDS) == 39

@@ -67,7 +67,13 @@ MITBIH_RECORDS = (
     "114", "115", "116", "117", "118", "119", "121", "122", "123", "124", "200", "201", "202",
     "203", "205", "207", "208", "209", "210", "212", "213", "214", "215", "217", "219", "220",
     "221", "222", "223", "228", "230", "231", "232", "233", "234")
-DATABASES = {"mitbih": "mitdb", "ptb": "ptbdb"}
+DATABASES = {"mitbih": "mitdb", "ptb": "ptbdb", "svdb": "svdb"}
+# The half of svdb the new-patient model learns from; the other 39 records are kept for a test
+# no one tunes to (../shared/data holds only these).
+SVDB_DEV_RECORDS = (
+    "803", "804", "807", "809", "811", "812", "820", "821", "825", "826", "827", "829", "840",
+    "841", "843", "844", "848", "850", "852", "853", "854", "855", "856", "857", "859", "862",
+    "863", "864", "865", "866", "867", "868", "870", "874", "875", "881", "883", "884", "888")
 MITBIH_FILES = {"train": TABLE_FILES["mitbih"][0], "test": TABLE_FILES["mitbih"][1],
                 "all": "heart_big_all.parq"}
 PTB_FILES = {"train": TABLE_FILES["ptb"][0], "test": TABLE_FILES["ptb"][1]}
