@@ -70,6 +70,10 @@ def _percent(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f}"
 
 
+def _records(names: Sequence[str]) -> str:
+    return f"record{'s' if len(names) > 1 else ''} {', '.join(names)}"
+
+
 def stats_line(stats: dict[str, Any]) -> str:
     """QRS and VEB Se and +P of one `heartjax.score.statistics` result, in one line."""
     return (f"QRS Se {_percent(stats['qrs']['se'])} +P {_percent(stats['qrs']['p'])}, "
@@ -136,7 +140,7 @@ def annotated_records(mitdb: str | Path, nstdb: str | Path, checkpoint: Sequence
 def format_markdown(result: dict[str, Any]) -> str:
     """The gross table of stress.json: one row per SNR, the clean records first (percent)."""
     noise = (result.get("noise") or {}).get("record", "electrode-motion")
-    lines = [f"EC57 noise stress test: records {', '.join(result['records'])} with "
+    lines = [f"EC57 noise stress test: {_records(result['records'])} with "
              f"{noise} noise (nst's protocol), gross statistics from "
              f"{result['start_s']:g} s, classes {result['classes']} (percent)", "",
              "| SNR (dB) | QRS Se | QRS +P | VEB Se | VEB +P |", "|---|---:|---:|---:|---:|"]
@@ -169,7 +173,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     ax.invert_xaxis()  # more noise to the right
     ax.set_xlabel("SNR (dB)")
     ax.set_ylabel("percent")
-    ax.set_title(f"EC57 noise stress test, records {', '.join(result['records'])} "
+    ax.set_title(f"EC57 noise stress test, {_records(result['records'])} "
                  "(dotted: clean)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

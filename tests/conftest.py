@@ -50,6 +50,7 @@ SLOW_TESTS = {
     "tests/test_noise.py::test_the_bank_is_an_argument_of_the_step_and_populations_share_it",  # 12 s
     "tests/test_noise.py::test_bad_noise_inputs_are_one_line_and_exit_2",  # CLIs, 3-9 s
     "tests/test_noise.py::test_training_with_real_noise_runs",  # 5-10 s
+    "tests/test_noise.py::test_a_fold_batched_ladder_trains_with_real_noise",  # 10-20 s
 }
 
 

@@ -208,6 +208,23 @@ def test_training_with_real_noise_runs(synthetic_dir, tmp_path):
     assert best["epoch"] == 1 and np.isfinite(best["val"]["macro_recall"])
 
 
+@pytest.mark.parametrize("members", [None, [{"train.seed": 0}, {"train.seed": 1}]],
+                         ids=["one", "population"])
+def test_a_fold_batched_ladder_trains_with_real_noise(tmp_path, members):
+    from heartjax import fidelity
+    from heartjax.data import train_val_split
+    from tests.test_fidelity import _ladder_config, _record_table
+
+    table = _record_table(signal=0.3)
+    folds = [train_val_split(table, 0.1, 0, "records", 3, f) for f in range(3)]
+    c = _ladder_config("on")  # one program for the three folds, the bank shared by all
+    c.data.noise_file = str(write_bank(tmp_path / "noise.npz"))
+    c.train.augment.real_noise = 0.5
+    rows = []
+    fidelity.train_ladder(c, folds, rows.append, members=members)
+    assert [r["rung"] for r in rows] == [0, 1] and all(np.isfinite(r["train_loss"]) for r in rows)
+
+
 def construction_check(mitdb: Path, nstdb: Path) -> dict[str, dict[str, list[float]]]:
     """Record 118 with the em noise at 0 and -6 dB against nstdb's 118e00 and 118e_6, per lead
     (MLII, V1), in the noise-on windows: the RMS of the difference relative to the noise's RMS
@@ -284,3 +301,18 @@ def test_score_stress_writes_its_table_and_figure(mitbih_model, mitdb_dir, nstdb
     assert (out / "records" / "118e00.atr").read_bytes() == (mitdb_dir / "118.atr").read_bytes()
     assert_one_line_error(run_module("heartjax.score", "stress", "--records", mitdb_dir,
                                      "--noise", nstdb_dir, "--out", out, "--snr", "1.5"), "--snr")
+
+
+def test_download_fetches_the_three_noise_records(tmp_path):
+    def fetch(database, folder, records):
+        assert database == "nstdb" and records == list(nz.KINDS)
+        for r in records:
+            (Path(folder) / f"{r}.hea").write_text(f"{r} 2 360 10\n")
+
+    assert nz.download(tmp_path / "nstdb", fetch) == tmp_path / "nstdb"
+
+    def offline(database, folder, records):
+        raise ConnectionError("no route to host")
+
+    with pytest.raises(UserError, match="downloading nstdb from PhysioNet failed"):
+        nz.download(tmp_path / "other", offline)
