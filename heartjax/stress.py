@@ -42,7 +42,7 @@ def parse_snrs(text: str) -> list[int]:
         raise UserError(f"--snr {text!r}: give whole dB values, comma-separated, e.g. 12,0,-6") from None
     if not values:
         raise UserError(f"--snr {text!r}: give at least one SNR in dB, e.g. 12,0")
-    return values
+    return list(dict.fromkeys(values))  # each level once
 
 
 def write_stress_record(clean: Path, noise: nz.NoiseRecord, reference: np.ndarray, snr: int,
