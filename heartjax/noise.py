@@ -55,7 +55,7 @@ def log_stderr(message: str) -> None:
 @dataclass(frozen=True, eq=False)
 class NoiseRecord:
     """A noise record: `signal` (samples, channels) in mV at `fs` Hz; `windows` the (start,
-    stop) samples of the noise-on periods it holds, end to end, when it holds only those
+    end) samples of the noise-on periods it holds, end to end, when it holds only those
     (the em estimate), else None (a whole record, from time 0)."""
 
     kind: str
@@ -70,7 +70,7 @@ class NoiseRecord:
 
 def nst_windows(length: int, fs: float, start_s: float = LEARNING_S,
                 period_s: float = PERIOD_S) -> list[tuple[int, int]]:
-    """The noise-on (start, stop) samples of a record of `length` samples under nst's
+    """The noise-on (start, end) samples of a record of `length` samples under nst's
     standard protocol: noisy from `start_s` on, `period_s` on and `period_s` off."""
     t0, dt = round(start_s * fs), round(period_s * fs)
     return [(a, min(a + dt, length)) for a in range(t0, length, 2 * dt)]
