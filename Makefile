@@ -6,12 +6,15 @@ PY := $(VENV)/bin/python
 DATA ?= data
 # Raw MIT-BIH records: a local copy when there is one, else downloaded from PhysioNet.
 MITDB ?= $(firstword $(wildcard ../shared/data/physionet/mitdb) $(DATA)/raw/mitdb)
+# The noise records of the MIT-BIH Noise Stress Test Database: the local copy (em_est118 for
+# electrode motion), else nstdb's bw, em and ma downloaded from PhysioNet.
+NSTDB ?= $(firstword $(wildcard ../shared/data/physionet/nstdb) $(DATA)/raw/nstdb)
 # The course's PTB beats; Kaggle's ptbdb_normal.csv + ptbdb_abnormal.csv, concatenated, work too.
 PTB_SAMPLE ?= ../shared/data/course/ptb_sample.parq
 CONFIG ?= configs/mitbih.py
 WORKDIR ?= runs/mitbih
 
-.PHONY: setup data data-interpatient data-ptb tune tune-ptb tune-cnn2d tune-transformer \
+.PHONY: setup data data-interpatient data-ptb data-noise stress tune tune-ptb tune-cnn2d tune-transformer \
 	tune-interpatient train mitbih-best interpatient-best interpatient-ensemble ptb-best \
 	annotate-ds2 annotate-ds2-ensemble test test-fast lint
 
@@ -64,6 +67,16 @@ $(DATA)/ptb/heart_train.parq: | setup
 	$(PY) -m heartjax.data split $(PTB_SAMPLE) --out $(DATA)/ptb
 
 data-ptb: $(DATA)/ptb/heart_train.parq
+
+# Real recorder noise for training (--config.train.augment.real_noise=SHARE
+# --config.data.noise_file=data/noise/noise.npz): nstdb's bw, ma and em at 125 Hz (4 MiB).
+$(NSTDB)/bw.hea: | setup
+	$(PY) -m heartjax.data download noise --out $(NSTDB)
+
+$(DATA)/noise/noise.npz: | setup $(NSTDB)/bw.hea
+	$(PY) -m heartjax.data build noise --raw $(NSTDB) --out $(DATA)/noise
+
+data-noise: $(DATA)/noise/noise.npz
 
 # 45 min of search (tune.time_budget_s), the winner's full-fidelity training, the report in
 # WORKDIR/report. Run again, it continues an interrupted run instead of refusing to overwrite it.
@@ -149,6 +162,15 @@ annotate-ds2-ensemble: $(addsuffix /best.json,$(ENSEMBLE))
 	$(PY) -m heartjax.annotate $(addprefix $(MITDB)/,$(DS2)) --checkpoint $(ENSEMBLE) --out runs/annotate-ds2-ensemble
 	$(PY) -m heartjax.score --classes aami --records $(MITDB) --test-dir runs/annotate-ds2-ensemble $(DS2) --json > reports/annotate_ds2_ensemble.json
 	$(PY) -m heartjax.score --classes aami --records $(MITDB) --test-dir runs/annotate-ds2-ensemble $(DS2) | tee reports/annotate_ds2_ensemble.txt
+
+# EC57's noise stress test of the new-patient model: records 118 and 119 with electrode-motion
+# noise at 24 to -6 dB as nst adds it, annotated and scored (docs/noise.md); 14 annotations of
+# a 30-minute record, one line each -> runs/stress, its table and figure -> reports/stress/
+STRESS_MODEL ?= runs/interpatient-best
+stress: $(STRESS_MODEL)/best.json | $(NSTDB)/bw.hea
+	$(PY) -m heartjax.score stress --records $(MITDB) --noise $(NSTDB) --checkpoint $(STRESS_MODEL) --out runs/stress
+	mkdir -p reports/stress
+	cp runs/stress/stress.json runs/stress/stress.md runs/stress/stress.png reports/stress/
 
 # the whole suite on the real data in ../shared (CI's command)
 test: setup

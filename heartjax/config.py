@@ -48,6 +48,9 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     c.data.fold = 0
     c.data.seed = 0
     c.data.train_limit = 0  # >0: train on a stratified subsample of this many beats (quick runs)
+    # the real-noise bank train.augment.real_noise draws from (`python -m heartjax.data build
+    # noise`, `make data-noise`: data/noise/noise.npz); "" = none
+    c.data.noise_file = ""
 
     c.model = default_model_config(model)
 
@@ -92,6 +95,12 @@ def base_config(dataset: str, model: str) -> ml_collections.ConfigDict:
     c.train.augment.motion = 0.0  # height of three smooth 40-250 ms transients (electrode motion)
     c.train.augment.shift = 0  # max samples of random time shift (edges repeat, nothing wraps)
     c.train.augment.stretch = 0.0  # time warp: the beat resampled by a random factor 1 ± stretch
+    # share of beats given a random segment of real recorder noise (nstdb's baseline wander,
+    # muscle and electrode motion; data.noise_file) at an EC57 SNR drawn in real_noise_snr
+    c.train.augment.real_noise = 0.0
+    # dB range: below 0 dB a beat's shape is lost in the noise and its label is a guess
+    # (the stress test still measures -6 dB); 24 dB is EC57's mildest level
+    c.train.augment.real_noise_snr = (0.0, 24.0)
 
     c.tune = ml_collections.ConfigDict()
     c.tune.num_samples = 8
@@ -194,6 +203,15 @@ def validate(c: ml_collections.ConfigDict) -> None:
         need(value >= 0, f"train.augment.{name}={value} must be >= 0 (0 turns it off)")
     need(t.augment.stretch < 0.5, f"train.augment.stretch={t.augment.stretch} "
          "must be < 0.5 (a warp by half a beat is no longer the same beat)")
+    share, snr = t.augment.real_noise, tuple(t.augment.real_noise_snr)
+    need(0.0 <= share <= 1.0, f"train.augment.real_noise={share} must be in [0, 1] "
+         "(the share of beats given real noise; 0 turns it off)")
+    need(len(snr) == 2 and snr[0] <= snr[1], f"train.augment.real_noise_snr={snr} must be "
+         "(low, high) in dB with low <= high, e.g. (0, 24)")
+    need(share == 0 or bool(d.noise_file), f"train.augment.real_noise={share} needs "
+         "data.noise_file: build the bank with `python -m heartjax.data build noise --raw "
+         "NSTDB_DIR --out DIR` (`make data-noise`) and pass "
+         "--config.data.noise_file=DIR/noise.npz")
     from heartjax.metrics import SELECTABLE
 
     need(

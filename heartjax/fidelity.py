@@ -49,6 +49,7 @@ from heartjax import losses, metrics, population, predict, steps
 from heartjax.data import BeatTable
 from heartjax.errors import UserError
 from heartjax.models import build_model
+from heartjax.noise import bank_of
 from heartjax.runtime import enable_compilation_cache
 
 CHUNK_BEATS = 4096  # beats per jitted call: a rung's steps are whole calls of this size
@@ -206,7 +207,10 @@ class Trainer:
         self.chunk = max(CHUNK_BEATS // self.batch, 1)
         self.tx = steps.create_optimizer(t, 1.0)
         one = population.make_population_chunk(t) if members else steps.make_train_chunk(t)
-        self.train_chunk = jax.jit(jax.vmap(one), donate_argnums=0) if folds else one
+        # the noise bank of train.augment.real_noise (None when off) serves every fold
+        self.train_chunk = (jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, None)), donate_argnums=0)
+                            if folds else one)
+        self.noise = bank_of(config)
         predict_fn = predict.make_predict_fn(self.model.apply)
         if members:  # every member predicts the same beats
             predict_fn = jax.jit(jax.vmap(predict_fn, in_axes=(0, None, None)))
@@ -266,7 +270,7 @@ def train_rung(
         idx = np.stack([np.fromiter(s, np.int32, chunk * batch).reshape(chunk, batch)
                         for s in streams])
         idx = jnp.asarray(idx if trainer.folds else idx[0])
-        state, loss = trainer.train_chunk(state, train, idx, w)
+        state, loss = trainer.train_chunk(state, train, idx, w, trainer.noise)
         if i == 0:
             loss.block_until_ready()
             first_s = time.perf_counter() - t0  # compilation (or a cache load) + one call

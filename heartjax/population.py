@@ -104,15 +104,15 @@ def make_population_chunk(t: ml_collections.ConfigDict) -> Callable:
     """
     loss_fn = losses.get_loss(t.loss, t.focal_gamma)
 
-    def step(state, batch, weights):
-        return train_step(state, batch, weights, loss_fn=loss_fn, aug=t.augment)
+    def step(state, batch, weights, noise):
+        return train_step(state, batch, weights, noise, loss_fn=loss_fn, aug=t.augment)
 
-    members_step = jax.vmap(step, in_axes=(0, None, 0))
+    members_step = jax.vmap(step, in_axes=(0, None, 0, None))  # one noise bank serves all
 
-    def train_chunk(states, data, perm, class_weights):
+    def train_chunk(states, data, perm, class_weights, noise=None):
         def body(states, idx):
             batch = (data.x[idx], data.y[idx], data.context[idx])  # one gather serves every member
-            return members_step(states, batch, class_weights)
+            return members_step(states, batch, class_weights, noise)
 
         states, loss = jax.lax.scan(body, states, perm)
         return states, loss.mean(axis=0)

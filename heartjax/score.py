@@ -1,5 +1,6 @@
 """`python -m heartjax.score --records RAW_DIR --test-dir OUT_DIR [RECORD ...]`: beat-by-beat
-comparison of reference and test annotations as ANSI/AAMI EC57 defines it (PhysioNet's `bxb`).
+comparison of reference and test annotations as ANSI/AAMI EC57 defines it (PhysioNet's `bxb`);
+`python -m heartjax.score stress ...` runs EC57's noise stress test (`heartjax.stress`).
 
 Only beat annotations count, in the classes of a named table (`--classes`): `bxb` (default) is
 PhysioNet's `bxb`, which counts the escape beats `e`, `j`, `n` as S and so reproduces its counts
@@ -250,11 +251,83 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def run_stress(mitdb: str | Path, nstdb: str | Path, checkpoint: Sequence[str], out: str | Path,
+               records: Sequence[str] | None = None, snrs: Sequence[int] | None = None,
+               classes: str = DEFAULT_CLASSES) -> dict[str, Any]:
+    """The EC57 noise stress test (`heartjax.stress`): each record and SNR built, annotated
+    and scored from minute 5 on (one progress line each), the gross statistics of each SNR
+    over the records; writes OUT/stress.json, stress.md and stress.png and returns the first."""
+    from heartjax import stress
+
+    class_table(classes)  # an unknown name fails before any work
+    records = list(records or stress.RECORDS)
+    snrs = list(stress.SNRS if snrs is None else snrs)
+    rows: dict[int | None, dict[str, Any]] = {}
+    for done in stress.annotated_records(mitdb, nstdb, checkpoint, out, records, snrs):
+        m = count_matrix(read_beats(done.reference, "atr", classes),
+                         read_beats(done.test_dir / done.reference.name, "hjx", classes))
+        row = rows.setdefault(done.snr, {"snr": done.snr, "records": {}})
+        row["records"][done.record] = {**done.info, "stats": statistics(m), "counts": m.tolist()}
+        print(f"{done.label}: {done.timing}; {stress.stats_line(statistics(m))}",
+              file=sys.stderr, flush=True)
+    for row in rows.values():
+        pooled = sum(np.asarray(r["counts"]) for r in row["records"].values())
+        row["gross"], row["confusion"] = statistics(pooled), pooled.tolist()
+    noisy = [r for row in rows.values() for r in row["records"].values() if "noise" in r]
+    noise = {"kind": stress.NOISE_KIND, "record": noisy[0]["noise"],
+             "reference_mv": noisy[0]["noise_reference_mv"]} if noisy else None
+    result = {"records": records, "snrs": snrs, "classes": classes, "start_s": LEARNING_S,
+              "checkpoint": [str(c) for c in checkpoint], "noise": noise,
+              "rows": list(rows.values())}
+    out = Path(out)
+    (out / "stress.json").write_text(json.dumps(result, indent=1))
+    (out / "stress.md").write_text(stress.format_markdown(result))
+    stress.plot(result, out / "stress.png")
+    return result
+
+
+def stress_main(argv: list[str]) -> None:
+    """`python -m heartjax.score stress [RECORD ...] --records MITDB --noise NSTDB
+    --checkpoint RUN --out DIR [--snr 24,18,...]`."""
+    from heartjax import stress
+    from heartjax.annotate import DEFAULT_CHECKPOINT
+
+    parser = Parser(prog="python -m heartjax.score stress",
+                    description="The EC57 noise stress test: records 118 and 119 with "
+                                "electrode-motion noise at SNR 24 to -6 dB (nst's protocol), "
+                                "annotated by a model and scored -> OUT/stress.json, .md, .png "
+                                "(docs/noise.md).")
+    parser.add_argument("records", nargs="*", metavar="RECORD",
+                        help=f"MIT-BIH records to stress (default: {' '.join(stress.RECORDS)})")
+    parser.add_argument("--records", dest="mitdb", required=True, metavar="MITDB",
+                        help="folder of the MIT-BIH records (with their .atr)")
+    parser.add_argument("--noise", required=True, metavar="NSTDB",
+                        help="the nstdb folder: its em record, or em_est118 with 118e_6")
+    parser.add_argument("--checkpoint", nargs="+", default=[DEFAULT_CHECKPOINT], metavar="RUN",
+                        help=f"the model (several: their ensemble; default {DEFAULT_CHECKPOINT})")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="folder for the records, their annotations and the results")
+    parser.add_argument("--snr", default=",".join(map(str, stress.SNRS)), metavar="DB,DB,...",
+                        help=f"SNRs in dB (default {','.join(map(str, stress.SNRS))})")
+    parser.add_argument("--classes", choices=list(CLASS_TABLES), default=DEFAULT_CLASSES,
+                        help="class table, as for scoring (default bxb)")
+    args = parser.parse_args(argv)
+    result = run_stress(args.mitdb, args.noise, args.checkpoint, args.out, args.records,
+                        stress.parse_snrs(args.snr), args.classes)
+    print(stress.format_markdown(result), end="")
+    print(f"wrote {Path(args.out) / 'stress.json'}, stress.md and stress.png")
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    """CLI entry point."""
+    """CLI entry point; `python -m heartjax.score stress ...` is the noise stress test."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["stress"]:
+        return stress_main(argv[1:])
     parser = Parser(prog="python -m heartjax.score",
-                    description="Score test beat annotations against reference ones (ANSI/AAMI EC57).")
+                    description="Score test beat annotations against reference ones (ANSI/AAMI "
+                                "EC57). `python -m heartjax.score stress --help`: the EC57 noise "
+                                "stress test.")
     parser.add_argument("records", nargs="*", metavar="RECORD",
                         help="record names (default: every record in RAW_DIR/RECORDS)")
     parser.add_argument("--records", dest="raw_dir", required=True, metavar="RAW_DIR",

@@ -24,6 +24,7 @@ from heartjax import losses, predict
 from heartjax.data import SIGNAL_LEN, BeatTable, context_features, context_width
 from heartjax.errors import UserError
 from heartjax.models import build_model
+from heartjax.noise import NoiseBank
 
 
 class Arrays(NamedTuple):
@@ -186,10 +187,11 @@ def freeze_all_but_head(tx: optax.GradientTransformation, params: Any) -> optax.
 # ----------------------------------------------------------------------------- steps
 
 
-def augment(x: jax.Array, key: jax.Array, a: ml_collections.ConfigDict) -> jax.Array:
-    """Random amplitude scaling, baseline wander, noise, electrode motion, time shift and time
-    warp (all off by default): what another recorder, lead, patient or heart rate changes in a
-    beat."""
+def augment(x: jax.Array, key: jax.Array, a: ml_collections.ConfigDict,
+            noise: NoiseBank | None = None) -> jax.Array:
+    """Random amplitude scaling, baseline wander, noise, electrode motion, time shift, time
+    warp and real recorder noise from `noise` (all off by default): what another recorder,
+    lead, patient or heart rate changes in a beat."""
     b, n = x.shape
     k1, k2, k3, k4, k5 = jax.random.split(key, 5)
     k6 = jax.random.fold_in(key, 5)  # a new key leaves the other five (and old runs) unchanged
@@ -222,7 +224,42 @@ def augment(x: jax.Array, key: jax.Array, a: ml_collections.ConfigDict) -> jax.A
         hi = jnp.minimum(lo + 1, n - 1)
         w = src - lo
         x = (1 - w) * jnp.take_along_axis(x, lo, axis=1) + w * jnp.take_along_axis(x, hi, axis=1)
+    if a.get("real_noise", 0.0) > 0:  # last: the electrodes' noise is not warped with the beat
+        if noise is None:
+            raise ValueError("train.augment.real_noise > 0 needs the noise bank (heartjax.noise.bank_of)")
+        x = add_real_noise(x, jax.random.fold_in(key, 7), noise, a.real_noise,
+                           tuple(a.real_noise_snr))
     return x
+
+
+def add_real_noise(x: jax.Array, key: jax.Array, noise: NoiseBank, share: float,
+                   snr: tuple[float, float]) -> jax.Array:
+    """Add to a `share` of the beats a random beat-long segment of a random kind (and channel)
+    of the real noise in `noise`, at an SNR drawn uniformly in `snr` (dB) as EC57 defines it:
+    S = (peak-to-peak QRS amplitude)^2 / 8, taken as (max - min of the beat)^2 / 8, over N =
+    the segment's mean square (its own mean removed: an offset is no noise). A beat's zero
+    padding stays zero, as in a beat cut from a noisy record: S and N are measured on the
+    beat before it."""
+    b, n = x.shape
+    k_kind, k_chan, k_start, k_snr, k_on = jax.random.split(key, 5)
+    kinds, channels, _ = noise.signal.shape
+    kind = jax.random.randint(k_kind, (b,), 0, kinds)
+    chan = jax.random.randint(k_chan, (b,), 0, channels)
+    last = noise.length[kind] - n  # the last start inside the kind's samples
+    start = jnp.floor(jax.random.uniform(k_start, (b,)) * (last + 1)).astype(jnp.int32)
+    idx = jnp.minimum(start, last)[:, None] + jnp.arange(n)
+    seg = noise.signal[kind[:, None], chan[:, None], idx]
+    beat = jnp.flip(jnp.cumsum(jnp.flip(x != 0, axis=1), axis=1), axis=1) > 0  # not padding
+    count = jnp.maximum(beat.sum(axis=1, keepdims=True), 1)
+    seg = seg - jnp.where(beat, seg, 0.0).sum(axis=1, keepdims=True) / count
+    power = jnp.where(beat, seg ** 2, 0.0).sum(axis=1, keepdims=True) / count
+    top = jnp.where(beat, x, -jnp.inf).max(axis=1, keepdims=True)
+    bottom = jnp.where(beat, x, jnp.inf).min(axis=1, keepdims=True)
+    signal = jnp.where(jnp.isfinite(top), (top - bottom) ** 2 / 8, 0.0)
+    db = jax.random.uniform(k_snr, (b, 1), minval=snr[0], maxval=snr[1])
+    gain = jnp.sqrt(signal / jnp.maximum(power, 1e-12) * 10.0 ** (-db / 10))
+    on = jax.random.uniform(k_on, (b, 1)) < share
+    return x + jnp.where(on & beat, gain * seg, 0.0)
 
 
 def _apply(state: TrainState, params: Any, x, context, rng):
@@ -236,11 +273,12 @@ def _apply(state: TrainState, params: Any, x, context, rng):
     return state.apply_fn(variables, x, context, train=True, rngs={"dropout": rng}), state.batch_stats
 
 
-def train_step(state, batch, class_weights, *, loss_fn, aug):
-    """One optimiser step on a batch (x, y, context); returns the new state and the batch loss."""
+def train_step(state, batch, class_weights, noise=None, *, loss_fn, aug):
+    """One optimiser step on a batch (x, y, context); returns the new state and the batch loss.
+    `noise`: the noise bank of `train.augment.real_noise` (None when it is off)."""
     x, y, context = batch
     rng, k_aug, k_drop = jax.random.split(state.rng, 3)
-    x = augment(x, k_aug, aug)
+    x = augment(x, k_aug, aug, noise)
 
     def loss_of(params):
         logits, stats = _apply(state, params, x, context, k_drop)
@@ -252,15 +290,16 @@ def train_step(state, batch, class_weights, *, loss_fn, aug):
 
 
 def make_train_chunk(t: ml_collections.ConfigDict) -> Callable:
-    """Jit a `lax.scan` over a chunk of batches; the data stays on the device."""
+    """Jit a `lax.scan` over a chunk of batches; the data stays on the device, and so does
+    the noise bank (`noise`: an argument, not a constant of the program; None when off)."""
     loss_fn = losses.get_loss(t.loss, t.focal_gamma)
     aug = t.augment
 
-    def train_chunk(state, data: Arrays, perm, class_weights):
+    def train_chunk(state, data: Arrays, perm, class_weights, noise=None):
         # perm: (steps, batch) indices into data; one scan = many steps with no host round trip.
         def body(state, idx):
             batch = (data.x[idx], data.y[idx], data.context[idx])
-            return train_step(state, batch, class_weights, loss_fn=loss_fn, aug=aug)
+            return train_step(state, batch, class_weights, noise, loss_fn=loss_fn, aug=aug)
 
         state, loss = jax.lax.scan(body, state, perm)
         return state, loss.mean()

@@ -36,6 +36,7 @@ from heartjax.data import (
     train_val_split,
 )
 from heartjax.errors import UserError, cli_entry
+from heartjax.noise import bank_of
 from heartjax.runtime import device_info, enable_compilation_cache
 from heartjax.steps import build_program, make_train_chunk, record_sampling_of, run_epoch, to_arrays
 
@@ -117,6 +118,7 @@ class Training:
                  resume: bool = False, progress: bool = True) -> None:
         validate(config)
         enable_compilation_cache()
+        self.noise = bank_of(config)  # train.augment.real_noise's bank (None when off)
         self.config, self.workdir, self.progress = config, Path(workdir), progress
         self.last = ckpt.LastState(self.workdir)
         self.resuming = resume and self.last.exists()
@@ -195,7 +197,8 @@ class Training:
                 bar.update(plan.chunk * plan.batch)
 
             state, chunk_losses = run_epoch(train_chunk, state, self.train, plan, key, weights,
-                                            on_chunk=on_chunk, sampling=self.sampling)
+                                            self.noise, on_chunk=on_chunk,
+                                            sampling=self.sampling)
         train_s = time.perf_counter() - t0
         timed = train_s - (self.compile_s if first else 0.0)
         beats = (plan.calls - int(first)) * plan.chunk * plan.batch

@@ -43,6 +43,7 @@ import pandas as pd
 from heartjax import cluster, fidelity, population, space, tune_tables
 from heartjax.config import validate
 from heartjax.errors import UserError, cli_entry
+from heartjax.noise import read_bank
 
 SEARCH_ALGS = ("random", "optuna", "bohb")
 SCHEDULERS = ("fifo", "asha", "hyperband")
@@ -240,6 +241,8 @@ def run(
     workdir = Path(workdir).absolute()
     searched = _check_run(config, workdir, resume, mlflow)
     splits = load_splits(config)  # bad data fails here, before Ray starts
+    if config.train.augment.real_noise:
+        read_bank(config.data.noise_file)  # and so does a missing or broken noise bank
     folds = load_folds(config, config.tune.folds) if config.tune.folds else None
     address = ray_address or os.environ.get("RAY_ADDRESS")
     with _ray_session(config, address, verbose):
@@ -277,6 +280,8 @@ def _check_run(config: ml_collections.ConfigDict, workdir: Path, resume: bool,
         t.storage = cluster.saved_storage(workdir)
     if t.storage:
         t.storage = str(Path(t.storage).absolute())
+    if config.data.noise_file:  # a trial reads it in its own folder, maybe on another node
+        config.data.noise_file = str(Path(config.data.noise_file).absolute())
     searched = check_tune_config(config)
     # trials keep checkpoints by the tuned metric, so the run's best checkpoint is the best trial's
     config.train.select_metric = t.metric[len("val_"):]

@@ -34,8 +34,8 @@ SHARED = Path(os.environ.get("HEARTJAX_SHARED", REPO.parent / "shared"))
 
 # Fixtures that read ../shared or train on what it holds: a test that uses one, directly or
 # through another fixture, is slow.
-REAL_DATA_FIXTURES = {"shared_dir", "mitdb_dir", "svdb_dir", "ptbdb_dir", "ptb_sample_path", "mitbih_tables",
-                      "ptb_tables", "ptb_run", "mitbih_model"}
+REAL_DATA_FIXTURES = {"shared_dir", "mitdb_dir", "svdb_dir", "ptbdb_dir", "nstdb_dir",
+                      "ptb_sample_path", "mitbih_tables", "ptb_tables", "ptb_run", "mitbih_model"}
 # Tests without real data that took over 5 s on the two shared CPU cores (`--durations=0`, load 6-9), by
 # "file::test" (all its parameters); tests/test_fast.py checks that each still exists.
 SLOW_TESTS = {
@@ -46,6 +46,11 @@ SLOW_TESTS = {
     "tests/test_fidelity.py::test_a_ladder_over_folds_scores_every_record_out_of_fold",  # 9 s
     "tests/test_fidelity.py::test_a_ladder_population_reports_its_best_member_and_all_members",  # 8 s
     "tests/test_loop.py::test_population_resumes_too",  # 10 s
+    "tests/test_noise.py::test_real_noise_off_changes_no_bit",  # 16-31 s
+    "tests/test_noise.py::test_the_bank_is_an_argument_of_the_step_and_populations_share_it",  # 12 s
+    "tests/test_noise.py::test_bad_noise_inputs_are_one_line_and_exit_2",  # CLIs, 3-9 s
+    "tests/test_noise.py::test_training_with_real_noise_runs",  # 5-10 s
+    "tests/test_noise.py::test_a_fold_batched_ladder_trains_with_real_noise",  # 10-20 s
 }
 
 
@@ -151,6 +156,15 @@ def ptbdb_dir(shared_dir: Path) -> Path:
     path = shared_dir / "data" / "physionet" / "ptbdb"
     if not any(path.rglob("*.hea")):
         pytest.skip(f"PTB records not found in {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def nstdb_dir(shared_dir: Path) -> Path:
+    """The MIT-BIH Noise Stress Test records: bw, ma, em_est118, 118e00, 118e_6."""
+    path = shared_dir / "data" / "physionet" / "nstdb"
+    if not (path / "bw.hea").is_file():
+        pytest.skip(f"nstdb records not found in {path}")
     return path
 
 

@@ -18,6 +18,7 @@ Build, download and check ECG beat tables (187 samples at 125 Hz + a class label
   build mitbih   MIT-BIH Arrhythmia records -> heart_big_train.parq / heart_big_test.parq
   build ptb      PTB Diagnostic records     -> heart_train.parq / heart_test.parq
   build wfdb     any beat-annotated WFDB database (e.g. svdb) -> heart_big_all.parq
+  build noise    nstdb noise records        -> noise.npz (real noise for training)
   download       fetch the raw records from PhysioNet (wfdb.dl_database)
   check          validate a table, print its summary, optionally plot it
   split          split one table into train/test tables (stratified, seeded)
@@ -126,14 +127,25 @@ def make_parser() -> Parser:
                           "no inversion of leads whose QRS is mainly negative (default: both, "
                           "recorded in the 'inverted' column)")
 
+    noise = datasets.add_parser(
+        "noise", help="real recorder noise (nstdb's bw, ma, em) for train.augment.real_noise",
+        description="The noise records of the MIT-BIH Noise Stress Test Database (bw baseline "
+                    "wander, ma muscle artefact, em electrode motion, or the estimate "
+                    "em_est118 where there is no em) -> OUT/noise.npz: one float32 (channels, "
+                    "samples) array per kind at 125 Hz, in mV (docs/noise.md).")
+    noise.add_argument("--raw", required=True, metavar="DIR",
+                       help="the nstdb folder (e.g. ../shared/data/physionet/nstdb)")
+    noise.add_argument("--out", required=True, metavar="DIR", help="folder to write noise.npz into")
+
     dl = commands.add_parser("download", help="download raw records from PhysioNet",
                              description="Download a whole PhysioNet database with "
                                          "wfdb.dl_database (mitbih: mitdb ~100 MB, "
-                                         "ptb: ptbdb ~1.7 GB). Needs internet access.")
-    dl.add_argument("dataset", choices=("mitbih", "ptb", "svdb"),
+                                         "ptb: ptbdb ~1.7 GB; svdb ~60 MB; noise: nstdb's bw, "
+                                         "em and ma, ~6 MB). Needs internet access.")
+    dl.add_argument("dataset", choices=("mitbih", "ptb", "svdb", "noise"),
                     help="which database (svdb: the MIT-BIH Supraventricular Arrhythmia "
-                         "Database, ~60 MB; `make data-interpatient` builds its 39 "
-                         "development records only, the rest stays for testing)")
+                         "Database; `make data-interpatient` builds its 39 development records "
+                         "only, the rest stays for testing)")
     dl.add_argument("--out", required=True, metavar="DIR", help="folder to download into")
 
     check = commands.add_parser("check", help="validate a beat table and summarise it",
@@ -192,7 +204,12 @@ def run_build(args: argparse.Namespace) -> None:
     from heartjax.data import physionet
 
     t0 = time.perf_counter()
-    if args.dataset == "mitbih":
+    if args.dataset == "noise":
+        from heartjax import noise
+
+        path = noise.build_bank(args.raw, args.out)
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    elif args.dataset == "mitbih":
         leads = physionet.MITBIH_LEADS if args.leads is None else _names(args.leads)
         records = _names(args.records) if args.records is not None else None
         physionet.build_mitbih(args.raw, args.out, split=args.split, seed=args.seed,
@@ -218,9 +235,14 @@ def run_build(args: argparse.Namespace) -> None:
 
 
 def run_download(args: argparse.Namespace) -> None:
-    """`download mitbih|ptb|svdb`."""
+    """`download mitbih|ptb|svdb|noise`."""
     from heartjax.data import physionet
 
+    if args.dataset == "noise":
+        from heartjax import noise
+
+        print(f"downloaded nstdb's {', '.join(noise.KINDS)} into {noise.download(args.out)}")
+        return
     out = physionet.download(args.dataset, args.out)
     print(f"downloaded {physionet.DATABASES[args.dataset]} into {out}")
 
