@@ -166,8 +166,9 @@ annotate-ds2-ensemble: $(addsuffix /best.json,$(ENSEMBLE))
 # EC57's noise stress test of the new-patient model: records 118 and 119 with electrode-motion
 # noise at 24 to -6 dB as nst adds it, annotated and scored (docs/noise.md); 14 annotations of
 # a 30-minute record, one line each -> runs/stress, its table and figure -> reports/stress/
-STRESS_MODEL ?= runs/interpatient-best
-stress: $(STRESS_MODEL)/best.json | $(NSTDB)/bw.hea
+# the packaged model (heartjax.pretrained), or a run folder
+STRESS_MODEL ?= interpatient
+stress: | setup $(NSTDB)/bw.hea
 	$(PY) -m heartjax.score stress --records $(MITDB) --noise $(NSTDB) --checkpoint $(STRESS_MODEL) --out runs/stress
 	mkdir -p reports/stress
 	cp runs/stress/stress.json runs/stress/stress.md runs/stress/stress.png reports/stress/

@@ -356,9 +356,9 @@ def load_bank(path: str | Path) -> NoiseBank:
 def bank_of(config: Any) -> NoiseBank | None:
     """The noise bank a config trains with (`data.noise_file`), or None when
     `train.augment.real_noise` is 0."""
-    if not config.train.augment.get("real_noise", 0.0):
+    if not config.train.augment.real_noise:
         return None
-    if not config.data.get("noise_file", ""):
+    if not config.data.noise_file:
         raise UserError(f"train.augment.real_noise={config.train.augment.real_noise} needs a "
                         f"noise bank: {BUILD_HINT} and pass --config.data.noise_file=DIR/"
                         f"{BANK_FILE} (`make data-noise` builds data/noise/{BANK_FILE})")

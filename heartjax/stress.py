@@ -99,23 +99,19 @@ def annotated_records(mitdb: str | Path, nstdb: str | Path, checkpoint: Sequence
     """Build and annotate the test's records one by one, the clean ones first (every input
     is checked before the first is built): OUT/clean holds the clean records' annotations,
     OUT/records the stress records, their .atr and annotations."""
-    from heartjax.annotate import (
-        _check_model,
-        _load,
-        annotate_record,
-        open_record,
-        write_annotation,
-    )
+    from heartjax.annotate import _check_model, annotate_record, write_annotation
+    from heartjax.pretrained import load
+    from heartjax.recordings import open_recording
 
     mitdb, out = Path(mitdb), Path(out)
     for r in records:
-        open_record(mitdb / r)
+        open_recording(mitdb / r)
         if not (mitdb / f"{r}.atr").is_file():
             raise UserError(f"record {r}: {r}.atr not found in {mitdb}; the stress test needs "
                             "the reference beats (nst measures the QRS amplitude on them)")
     noise = nz.read_noise(nstdb, NOISE_KIND)
     reference = nz.noise_reference(nstdb, noise)
-    model = _load(list(checkpoint))
+    model = load(list(checkpoint))
     _check_model(model)
     for snr in [None, *snrs]:
         for r in records:

@@ -162,6 +162,7 @@ def test_augmentations_change_beats_as_described():
     def aug(**on):
         return np.asarray(augment(x, key, ml_collections.ConfigDict(
             {"scale": 0.0, "noise": 0.0, "wander": 0.0, "motion": 0.0, "shift": 0, "stretch": 0.0,
+                 "real_noise": 0.0, "real_noise_snr": (0.0, 24.0),
              **on})))
 
     np.testing.assert_array_equal(aug(), x)  # all off: the beat is untouched
