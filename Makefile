@@ -16,7 +16,7 @@ WORKDIR ?= runs/mitbih
 
 .PHONY: setup data data-interpatient data-ptb data-noise stress tune tune-ptb tune-cnn2d tune-transformer \
 	tune-interpatient train mitbih-best interpatient-best interpatient-ensemble ptb-best \
-	annotate-ds2 annotate-ds2-ensemble test test-fast lint
+	annotate-ds2 annotate-ds2-ensemble pretrained test test-fast lint
 
 # `make setup CUDA=1`: also JAX's CUDA 12 plugin for NVIDIA GPUs (the `cuda` extra). Its own
 # stamp, so that it installs over an existing CPU setup; it also stamps the CPU setup done.
@@ -135,6 +135,11 @@ interpatient-ensemble: $(addsuffix /best.json,$(ENSEMBLE))
 	$(PY) -m heartjax.evaluate --checkpoint runs/interpatient-seed2 --data $(DS2_TABLE) --json > reports/interpatient_seed2_test.json
 	$(PY) -m heartjax.evaluate --checkpoint $(ENSEMBLE) --data $(DS2_TABLE) --json > reports/interpatient_ensemble_test.json
 	$(PY) -m heartjax.evaluate --checkpoint $(ENSEMBLE) --data $(DS2_TABLE) --plot reports/interpatient_ensemble_cm.png
+
+# the three seeds' ensemble becomes the model that ships with heartjax (heartjax/pretrained/
+# interpatient: `heartjax.annotate`'s default, heartjax.pretrained()); its MODEL.md stays
+pretrained: $(addsuffix /best.json,$(ENSEMBLE))
+	$(PY) -m heartjax.pretrained $(ENSEMBLE) --name interpatient
 
 # PTB with transfer (configs/ptb.py:best): the MIT-BIH source model (about 9 min), the PTB
 # fine-tune and its test metrics, with the threshold chosen on validation.

@@ -70,6 +70,9 @@ VARIANTS = {
     # electrode motion in training: three smooth transients a beat, up to 0.1 or 0.2 of its range
     "motion_0.1": {"train.augment.motion": 0.1},
     "motion_0.2": {"train.augment.motion": 0.2},
+    # nstdb's real baseline wander, muscle and electrode-motion noise (`make data-noise`) added
+    # to half the training beats at 0-24 dB
+    "real_noise": {"train.augment.real_noise": 0.5, "data.noise_file": "data/noise/noise.npz"},
     # the records drawn alike in every class but V (V as it is: 208's 992 beats teach V its
     # shapes), and in S alone
     "balance_but_v": {"train.record_balance_classes": ("N", "S", "F", "Q")},

@@ -6,19 +6,12 @@ __version__ = "0.1.0"
 
 
 def load_checkpoint(path):
-    """Load the best checkpoint at `path` (step folder, train workdir or tune run), or the
-    model that ships with heartjax by its name ("interpatient"; see `pretrained`)."""
+    """Load the best checkpoint at `path` (step folder, train workdir or tune run), or a model
+    that ships with heartjax by its name: "interpatient", the new-patient beat classifier
+    `heartjax.annotate` uses (the ensemble of its seeds; `heartjax.pretrained`)."""
     from heartjax.pretrained import load  # keep `import heartjax` light
 
     return load([path])
-
-
-def pretrained(name="interpatient"):
-    """The model `name` that ships with heartjax (no training): "interpatient", the new-patient
-    beat classifier that `heartjax.annotate` uses (the ensemble of its seeds)."""
-    from heartjax.pretrained import pretrained as _pretrained
-
-    return _pretrained(name)
 
 
 def load_ensemble(paths):
@@ -36,4 +29,4 @@ def annotate_record(model, record, lead=None, fs=None):
     return _annotate(model, record, lead, fs=fs)
 
 
-__all__ = ["annotate_record", "load_checkpoint", "load_ensemble", "pretrained", "__version__"]
+__all__ = ["annotate_record", "load_checkpoint", "load_ensemble", "__version__"]

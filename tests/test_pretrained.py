@@ -16,7 +16,7 @@ import wfdb
 import heartjax
 from heartjax.checkpoint import Ensemble
 from heartjax.errors import UserError
-from heartjax.pretrained import MODELS, export, load, members
+from heartjax.pretrained import MODELS, export, load, members, pretrained
 from tests.conftest import REPO
 from tests.test_recordings import write_edf
 
@@ -32,7 +32,7 @@ def test_the_new_patient_model_ships_with_heartjax():
         assert needle in card
     size = sum(f.stat().st_size for f in members("interpatient")[0].parent.rglob("*"))
     assert size < 5e6  # a few MB at most
-    assert heartjax.pretrained().class_names == model.class_names
+    assert pretrained().class_names == model.class_names
 
 
 def test_a_path_wins_over_a_packaged_name_and_unknown_names_say_so(tmp_path, monkeypatch):

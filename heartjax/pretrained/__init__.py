@@ -1,4 +1,4 @@
-"""Models that ship inside heartjax: `heartjax.pretrained("interpatient")` needs no training.
+"""Models that ship inside heartjax: `heartjax.load_checkpoint("interpatient")` needs no training.
 
 Each model is a folder of this package: `MODEL.md` (what it was trained on and measured, the
 data's licence and citations) and one checkpoint step folder per member (`seed0`, `seed1`, ...:
