@@ -237,7 +237,8 @@ def main() -> None:
     for name in names:
         pooled = {k: None for k in settings}
         per_fold = {k: [] for k in settings}
-        oof: dict[str, list] = {"proba": [], "y": [], "record": [], "database": []}
+        # each mix's out-of-fold probabilities, beat by beat
+        oof = {m: {"proba": [], "y": [], "record": [], "database": []} for m in mixes}
         for fold in range(args.folds):
             print(f"[{name} fold {fold + 1}/{args.folds}]", flush=True)
             run = Path(args.work) / (f"{name}-fold{fold}" + (f"-seed{args.seed}" if args.seed else ""))
@@ -257,17 +258,21 @@ def main() -> None:
                     m, proba = evaluate_table(mixed, val)
                 if key == (own, 0.0):
                     by_record[name].update(record_recalls(val, proba.argmax(axis=1)))
+                if not share:
                     for k, v in (("proba", proba), ("y", val.y),
                                  ("record", val.records.astype(str)), ("database", database)):
-                        oof[k].append(np.asarray(v, dtype=None if k in ("proba", "y") else str))
+                        oof[mix][k].append(np.asarray(v, dtype=None if k in ("proba", "y") else str))
                 cm = np.asarray(m["confusion_matrix"], np.int64)
                 pooled[key] = cm if pooled[key] is None else pooled[key] + cm
                 per_fold[key].append(m["nsv_recall"])
         # the out-of-fold probabilities, to score seeds' ensembles (experiments/crossval_seeds.py)
-        np.savez_compressed(out / f"oof_{name}.npz",
-                            **{k: np.concatenate(v) for k, v in oof.items()})
-        by_database += database_scores(name, {k: np.concatenate(v) for k, v in oof.items()},
-                                       model.class_names)
+        for mix, arrays in oof.items():
+            arrays = {k: np.concatenate(v) for k, v in arrays.items()}
+            suffix = "" if mix == own else f"_mix{mix_label(mix)}"
+            np.savez_compressed(Path(args.work) / f"oof_{name}_seed{args.seed}{suffix}.npz",
+                                **arrays)
+            if mix == own:
+                by_database += database_scores(name, arrays, model.class_names)
         for key in settings:
             mix, share = key
             scores = metrics.nsv_scores(metrics.from_confusion(pooled[key], model.class_names))

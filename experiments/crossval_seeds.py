@@ -30,21 +30,24 @@ def scores(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     return metrics.nsv_scores(metrics.from_confusion(np.asarray(m["confusion_matrix"]), names))
 
 
-def read_seeds(folders: list[Path], variant: str) -> list[dict[str, np.ndarray]]:
-    """Each seed's out-of-fold arrays, in one beat order (checked)."""
+def read_seeds(work: Path, seeds: list[int], variant: str, mix: str = ""
+               ) -> list[dict[str, np.ndarray]]:
+    """Each seed's out-of-fold arrays (at the evaluation mix `mix`, e.g. "0.6:0.6:0.3:0.6:0.6";
+    "": the config's own), in one beat order (checked)."""
     runs = []
-    for folder in folders:
-        path = folder / f"oof_{variant}.npz"
+    for seed in seeds:
+        path = work / f"oof_{variant}_seed{seed}{f'_mix{mix}' if mix else ''}.npz"
         if not path.is_file():
             raise UserError(f"{path} not found; run experiments/crossval.py --variants {variant} "
-                            f"--out {folder} first")
+                            f"--seed {seed} --work {work}" + (f" --mix {mix}" if mix else "")
+                            + " first")
         with np.load(path, allow_pickle=True) as f:  # record names: strings, as crossval wrote
             runs.append({k: f[k] if k in ("proba", "y") else f[k].astype(str) for k in f.files})
     for run in runs[1:]:
         if not (np.array_equal(run["record"], runs[0]["record"])
                 and np.array_equal(run["y"], runs[0]["y"])):
-            raise UserError(f"the folders of --seed runs of {variant} hold other beats; use the "
-                            "same folds and tables for every seed")
+            raise UserError(f"the --seed runs of {variant} hold other beats; use the same folds "
+                            "and tables for every seed")
     return runs
 
 
@@ -84,22 +87,26 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     parser = Parser(description=__doc__.split("\n\n")[0],
                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folders", nargs="+", type=Path, metavar="OUT",
-                        help="crossval.py --out folders, one per seed")
-    parser.add_argument("--variants", default="", help="variants to read (default: every "
-                                                      "oof_<variant>.npz of the first folder)")
+    parser.add_argument("work", type=Path, help="crossval.py's --work folder")
+    parser.add_argument("--seeds", default="0,1,2", help="the seeds to read (default 0,1,2)")
+    parser.add_argument("--variants", default="shipped",
+                        help="variants, comma-separated (default shipped); VARIANT@MIX reads its "
+                             "fold models scored at that evaluation mix (crossval.py --mix), "
+                             "e.g. shipped@0.6:0.6:0.3:0.6:0.6")
     parser.add_argument("--out", type=Path, required=True, help="seeds.json and seeds.md")
     args = parser.parse_args()
-    if len(args.folders) < 2:
-        raise UserError("give two or more seeds' folders")
-    names = ([v.strip() for v in args.variants.split(",") if v.strip()]
-             or sorted(p.stem.removeprefix("oof_") for p in args.folders[0].glob("oof_*.npz")))
-    if not names:
-        raise UserError(f"{args.folders[0]}: no oof_<variant>.npz; run experiments/crossval.py")
-    rows = [row for name in names for row in variant_rows(name, read_seeds(args.folders, name))]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {args.seeds!r}: give whole numbers, e.g. 0,1,2") from None
+    if len(seeds) < 2:
+        raise UserError("give two or more --seeds")
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    rows = [row for name in names for row in variant_rows(
+        name, read_seeds(args.work, seeds, *name.partition("@")[::2]))]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "seeds.json").write_text(json.dumps(
-        {"folders": [str(f) for f in args.folders], "rows": rows}, indent=2))
+        {"work": str(args.work), "seeds": seeds, "rows": rows}, indent=2))
     text = markdown(rows)
     (args.out / "seeds.md").write_text(text)
     print(text)

@@ -235,11 +235,11 @@ def train_run(config: str, data_dir: Path, workdir: Path, epochs: int) -> Path:
 
 @pytest.fixture(scope="session")
 def mitbih_model(mitbih_tables: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The new-patient model (R-R and template inputs) trained briefly on 8,000 beats: a model
-    too small or too short-trained sits near its decision boundaries, where a resampled beat
-    flips class."""
+    """The new-patient model (R-R and template inputs; DS1 alone) trained briefly on 8,000
+    beats: a model too small or too short-trained sits near its decision boundaries, where a
+    resampled beat flips class."""
     workdir = tmp_path_factory.mktemp("mitbih_model") / "run"
-    result = run_module("heartjax.train", "--config", "configs/mitbih.py:interpatient",
+    result = run_module("heartjax.train", "--config", "configs/mitbih.py:interpatient_ds1",
                         f"--config.data.dir={mitbih_tables}", "--config.data.extra_train=",
                         "--config.data.train_limit=8000",
                         "--config.train.epochs=3", "--workdir", workdir)

@@ -69,10 +69,14 @@ def test_the_new_patient_model_learns_from_both_databases_and_both_leads():
     ds1 = load_config("configs/mitbih.py:interpatient_ds1")
     assert ds1.data.train_files == () and ds1.data.extra_train == \
         "data/interpatient_lead2/heart_big_train.parq"
-    assert ds1.model.to_dict() == c.model.to_dict() and ds1.train.to_dict() == c.train.to_dict()
+    assert ds1.train.to_dict() == c.train.to_dict()
+    assert c.model.morph_mix == (0.6, 0.6, 0.3, 0.6, 0.6)  # chosen over both databases
+    assert ds1.model.morph_mix == (0.75, 0.75, 0.4, 0.75, 0.75)  # chosen on DS1
+    ds1.model.morph_mix = c.model.morph_mix
+    assert ds1.model.to_dict() == c.model.to_dict()
 
 
 def test_the_search_starts_from_one_mix_for_every_class():
     c = load_config("configs/mitbih.py:tune_interpatient")
     assert c.model.morph_mix == (0.75,) and load_config(
-        "configs/mitbih.py:interpatient").model.morph_mix == (0.75, 0.75, 0.4, 0.75, 0.75)
+        "configs/mitbih.py:interpatient").model.morph_mix == (0.6, 0.6, 0.3, 0.6, 0.6)

@@ -15,7 +15,7 @@ from nbclient import NotebookClient
 from heartjax.cli import load_config
 from heartjax.experiment import quick_overrides
 from heartjax.train import train_and_evaluate
-from tests.conftest import REPO
+from tests.conftest import REPO, assert_one_line_error
 
 
 def _run_script(name: str, *args) -> subprocess.CompletedProcess:
@@ -144,7 +144,8 @@ def test_crossval_validates_every_record_once_and_pools_the_folds(mitbih_tables,
 
     from heartjax.data import load_dataset
 
-    result = _run_script("crossval", "--data-dir", mitbih_tables, "--lead2", "", "--folds", 3,
+    result = _run_script("crossval", "--config", "configs/mitbih.py:interpatient_ds1",
+                         "--data-dir", mitbih_tables, "--lead2", "", "--folds", 3,
                          "--mix", "0.25", "--adapt-norm", "1", "--work", tmp_path / "work",
                          "--out", tmp_path / "out")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -240,3 +241,30 @@ def test_ludb_qrs_scores_annotates_detection_on_lead_ii(shared_dir, tmp_path):
     assert small["span"]["fn"] <= 1, small
     assert small["variants"]["annotate without the amplitude floor"]["fn"] >= 10, small
     assert "| 110 |" in (tmp_path / "ludb.md").read_text()
+
+
+def test_crossval_seeds_gives_each_seeds_scores_their_spread_and_ensemble(tmp_path):
+    import json
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 40)
+    database = np.repeat(["mitdb", "svdb"], 60)
+    record = np.char.add(database, np.arange(120).astype(str))
+    for seed in (0, 1):
+        proba = rng.dirichlet(np.ones(5), 120)
+        proba[np.arange(120), y] += 0.4 + 0.3 * seed  # seed 1 is surer, and right more often
+        np.savez_compressed(tmp_path / f"oof_shipped_seed{seed}.npz", proba=proba, y=y,
+                            record=record, database=database)
+    def run(*args) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "experiments/crossval_seeds.py", *map(str, args)],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    result = run(tmp_path, "--seeds", "0,1", "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "out" / "seeds.json").read_text())["rows"]
+    assert [r["database"] for r in rows] == ["mitdb", "svdb", "all"]
+    for r in rows:
+        for k, spread in r["spread"].items():
+            assert spread == pytest.approx(abs(r["seeds"][0][k] - r["seeds"][1][k]))
+    missing = run(tmp_path, "--seeds", "0,2", "--out", tmp_path / "o2")
+    assert_one_line_error(missing, "oof_shipped_seed2.npz not found", "--seed 2")

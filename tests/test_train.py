@@ -260,7 +260,7 @@ def test_bad_flags_are_one_line(module, args, needle):
 
 
 def test_missing_second_lead_table_is_one_line_error(mitbih_tables, tmp_path):
-    result = run_module("heartjax.train", "--config", "configs/mitbih.py:interpatient",
+    result = run_module("heartjax.train", "--config", "configs/mitbih.py:interpatient_ds1",
                         f"--config.data.dir={mitbih_tables}",
                         f"--config.data.extra_train={tmp_path / 'nope.parq'}",
                         "--workdir", tmp_path / "w", timeout=120)
