@@ -185,7 +185,8 @@ def record_recalls(table, pred: np.ndarray) -> dict[str, dict]:
 @cli_entry
 def main() -> None:
     base, args = parse_config_flags(None, __doc__.split("\n\n")[0], extra=[
-        ("--data-dir", dict(default="", help="DS1 tables (default: the config's data.dir)")),
+        ("--data-dir", dict(default="", help="DS1 tables of a one-database config such as "
+                                             ":interpatient_ds1 (default: its data.dir)")),
         ("--lead2", dict(default=None, help="second-lead DS1 table for training (default: the "
                                             "config's data.extra_train; '' for none)")),
         ("--folds", dict(type=int, default=4, help="folds of DS1 records (default 4)")),
@@ -203,6 +204,10 @@ def main() -> None:
         ("--out", dict(default="reports/crossval", help="results.json and results.md")),
         ("--quick", dict(action="store_true", help="seconds of training: checks the pipeline")),
     ], default_config=f"{CONFIGS}/mitbih.py:interpatient")
+    if args.data_dir and base.data.train_files:
+        raise UserError(f"--data-dir sets the DS1 tables of a one-database config; {args.config} "
+                        "trains on data.train_files: set --config.data.train_files, or use "
+                        "--config configs/mitbih.py:interpatient_ds1")
     if args.data_dir:
         base = space.apply(base, {"data.dir": args.data_dir})
     if args.lead2 is not None:

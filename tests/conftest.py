@@ -132,22 +132,24 @@ def shared_dir() -> Path:
     return SHARED
 
 
+def physionet_dir(shared_dir: Path, name: str, what: str) -> Path:
+    """../shared's copy of the PhysioNet database `name` (skips when it has no RECORDS)."""
+    path = shared_dir / "data" / "physionet" / name
+    if not (path / "RECORDS").is_file():
+        pytest.skip(f"{what} records not found in {path}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def svdb_dir(shared_dir: Path) -> Path:
     """The development half of the MIT-BIH Supraventricular Arrhythmia Database (39 records)."""
-    path = shared_dir / "data" / "physionet" / "svdb-dev"
-    if not (path / "RECORDS").is_file():
-        pytest.skip(f"svdb records not found in {path}")
-    return path
+    return physionet_dir(shared_dir, "svdb-dev", "svdb")
 
 
 @pytest.fixture(scope="session")
 def mitdb_dir(shared_dir: Path) -> Path:
     """The 48 raw MIT-BIH records."""
-    path = shared_dir / "data" / "physionet" / "mitdb"
-    if not (path / "RECORDS").is_file():
-        pytest.skip(f"MIT-BIH records not found in {path}")
-    return path
+    return physionet_dir(shared_dir, "mitdb", "MIT-BIH")
 
 
 @pytest.fixture(scope="session")
