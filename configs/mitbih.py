@@ -105,8 +105,9 @@ def interpatient_ds1(c):
 def tune_interpatient(c):
     """The new-patient search: `:interpatient` with one mix for every class (the space varies
     it) is the first trial; the fidelity ladder as in `make tune`, every rung scored by
-    cross-validation over the 22 DS1 records (four folds, as `experiments/crossval.py` deals them: four
-    trainings a rung); 40 min, then the winner's full training."""
+    cross-validation over the records of both databases (four folds, as
+    `experiments/crossval.py` deals them: four trainings a rung); 40 min, then the winner's
+    full training."""
     interpatient(c)
     c.model.morph_mix = (0.75,)
     c.tune.metric = "val_nsv_recall"
