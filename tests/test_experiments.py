@@ -163,16 +163,20 @@ def test_crossval_validates_every_record_once_and_pools_the_folds(mitbih_tables,
         assert cm.sum() == len(train)
         np.testing.assert_array_equal(cm.sum(axis=1), np.bincount(train.y, minlength=5))
         assert len(row["folds_nsv_recall"]) == 3
-    bad = _run_script("crossval", "--data-dir", mitbih_tables, "--variants", "nope")
+    ds1 = ("--config", "configs/mitbih.py:interpatient_ds1")
+    bad = _run_script("crossval", *ds1, "--data-dir", mitbih_tables, "--variants", "nope")
     assert bad.returncode == 2 and "unknown --variants nope" in bad.stderr
     # a config override trains its own models: the folds' models of another config are not reused
-    bad = _run_script("crossval", "--data-dir", mitbih_tables, "--lead2", "", "--folds", 3,
+    bad = _run_script("crossval", *ds1, "--data-dir", mitbih_tables, "--lead2", "", "--folds", 3,
                       "--config.model.rr_seconds=True", "--work", tmp_path / "work",
                       "--out", tmp_path / "out2")
     assert bad.returncode == 2 and "another config" in bad.stderr, bad.stderr[-2000:]
     assert not (tmp_path / "out2").exists()
-    bad = _run_script("crossval", "--data-dir", mitbih_tables, "--adapt-norm", "2")
+    bad = _run_script("crossval", *ds1, "--data-dir", mitbih_tables, "--adapt-norm", "2")
     assert bad.returncode == 2 and "(0, 1]" in bad.stderr
+    # the two-database config names its tables: --data-dir would be ignored, so it is refused
+    bad = _run_script("crossval", "--data-dir", mitbih_tables)
+    assert bad.returncode == 2 and "interpatient_ds1" in bad.stderr
 
 
 def test_every_crossval_variant_sets_knobs_the_interpatient_config_has():
