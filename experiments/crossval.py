@@ -237,8 +237,6 @@ def main() -> None:
     rows, folds_of = [], {}
     by_record: dict[str, dict] = {name: {} for name in names}
     by_database: list[dict] = []
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     for name in names:
         pooled = {k: None for k in settings}
         per_fold = {k: [] for k in settings}
@@ -286,6 +284,8 @@ def main() -> None:
                          "confusion_matrix": pooled[key].tolist()})
             print(f"[{name} mix {mix_label(mix)} adapt {share:g}] pooled "
                   + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
+    out = Path(args.out)  # made only once every fold has trained and been scored
+    out.mkdir(parents=True, exist_ok=True)
     result = {"config": args.config, "seed": args.seed, "folds": {str(k): v for k, v in folds_of.items()},
               "rows": rows, "databases": by_database, "records": by_record}
     (out / "results.json").write_text(json.dumps(result, indent=2))

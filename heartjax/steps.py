@@ -224,7 +224,9 @@ def augment(x: jax.Array, key: jax.Array, a: ml_collections.ConfigDict,
         hi = jnp.minimum(lo + 1, n - 1)
         w = src - lo
         x = (1 - w) * jnp.take_along_axis(x, lo, axis=1) + w * jnp.take_along_axis(x, hi, axis=1)
-    if a.real_noise > 0:  # last: the electrodes' noise is not warped with the beat
+    # last: the electrodes' noise is not warped with the beat (an augment config saved before
+    # real noise existed has no such field)
+    if a.get("real_noise", 0.0) > 0:
         if noise is None:
             raise ValueError("train.augment.real_noise > 0 needs the noise bank (heartjax.noise.bank_of)")
         x = add_real_noise(x, jax.random.fold_in(key, 7), noise, a.real_noise,

@@ -63,7 +63,7 @@ def extra_tables(d: ml_collections.ConfigDict) -> list[BeatTable]:
             continue
         if not Path(path).exists():
             raise UserError(
-                f"data.extra_train: {path} not found; build the second lead's tables "
+                f"data.extra_train: {path}: table not found; build the second lead's tables "
                 "with `python -m heartjax.data build mitbih --raw MITDB --split interpatient "
                 "--leads V1,V2,V4,V5 --out DIR` (`make data-interpatient` does) or set "
                 "--config.data.extra_train=''")

@@ -97,7 +97,7 @@ def test_training_splits_draw_from_every_table_and_their_second_leads(tmp_path):
     assert set().union(*(set(v.records) for _, v in folds)) == {
         *map(str, range(100, 106)), *map(str, range(800, 806))}
     c.data.extra_train = f"{a2},{tmp_path / 'missing.parq'}"
-    with pytest.raises(UserError, match="missing.parq not found"):
+    with pytest.raises(UserError, match="missing.parq: table not found"):
         load_splits(c)
 
 
