@@ -50,6 +50,10 @@ def load(paths: Sequence[str | Path]) -> Predictor | Ensemble:
     that exists wins over a packaged model of the same name."""
     if len(paths) == 1 and str(paths[0]) in MODELS and not Path(paths[0]).exists():
         return pretrained(str(paths[0]))
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if missing:
+        raise UserError(f"checkpoint path {missing[0]} does not exist; give a trained run's "
+                        f"folder or a packaged model's name ({', '.join(MODELS)})")
     return load_models(list(paths))
 
 
